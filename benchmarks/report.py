@@ -1,0 +1,52 @@
+"""Write one benchmark's section into BENCHMARKS.md, leaving the other sections untouched."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from pipeline.config import atomic_write_text
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+HEADER = (
+    "# avzsl benchmarks\n\n"
+    "Every number below is a ratio or rate measured side by side in one run of the command shown in its\n"
+    "section (the machines are shared and noisy, so absolute times vary between runs). `make bench` runs all.\n"
+)
+
+
+def machine_description() -> str:
+    cpu = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+    if torch.cuda.is_available():
+        return f"{cpu}; GPU {torch.cuda.get_device_name(0)}"
+    return f"{cpu}; no GPU"
+
+
+def write_section(name: str, command: str, body_markdown: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace (or append) the section ``name`` with ``body_markdown`` plus the reproducing command."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"{begin}\n## {name}\n\nReproduce: `{command}`  \nMeasured {stamp} on {machine_description()}.\n\n"
+        f"{body_markdown.strip()}\n{end}"
+    )
+    text = path.read_text() if path.exists() else HEADER
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_text(path, text)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
