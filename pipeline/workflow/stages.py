@@ -32,15 +32,41 @@ class WorkflowError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class StageContext:
+    """What a running stage gets: the workflow directory and the fingerprint it runs under."""
+
+    workdir: Path
+    fingerprint: str
+
+    def resumable_dir(self, relative: str) -> Path:
+        """An output folder whose partial content is resumed only if the same inputs produced it.
+
+        A folder left by an interrupted run of this exact stage fingerprint is kept (the stage resumes in it);
+        one made under other parameters or inputs is emptied first, so stale work is never mixed in.
+        """
+        import shutil
+
+        folder = self.workdir / relative
+        marker = folder / ".stage-fingerprint"
+        if folder.exists() and (not marker.is_file() or marker.read_text().strip() != self.fingerprint):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, self.fingerprint + "\n")
+        return folder
+
+
+@dataclass(frozen=True)
 class Stage:
-    """One step of a workflow. ``run`` receives the workflow directory and writes ``outputs`` (relative paths)."""
+    """One step of a workflow. ``run`` receives a :class:`StageContext` and writes ``outputs`` (relative paths)."""
 
     name: str
-    run: Callable[[Path], None]
+    run: Callable[[StageContext], None]
     params: dict[str, Any] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
-    code: tuple[str, ...] = ()  # importable module or package names whose source defines this stage's behaviour
+    code: tuple[
+        str, ...
+    ] = ()  # importable module or package names whose source defines this stage's behaviour
     external_inputs: Callable[[], str] | None = None  # fingerprint of files read from outside the workflow
 
 
@@ -137,7 +163,9 @@ class StageRunner:
         old = state.get("params", {})
         changed = sorted(k for k in set(old) | set(stage.params) if old.get(k) != stage.params.get(k))
         if changed:
-            return "parameters changed: " + ", ".join(f"{k} {old.get(k)!r} -> {stage.params.get(k)!r}" for k in changed)
+            return "parameters changed: " + ", ".join(
+                f"{k} {old.get(k)!r} -> {stage.params.get(k)!r}" for k in changed
+            )
         if stage.code and state.get("code") != code_fingerprint(stage.code):
             return "code changed"
         upstream = [d for d in stage.depends_on if state.get("deps", {}).get(d) != self.fingerprint(d)]
@@ -146,7 +174,9 @@ class StageRunner:
         return "external inputs changed"
 
     # ----------------------------------------------------------------- planning and running
-    def plan(self, only: list[str] | None = None, start: str | None = None, force: bool = False) -> list[Decision]:
+    def plan(
+        self, only: list[str] | None = None, start: str | None = None, force: bool = False
+    ) -> list[Decision]:
         order = list(self.stages)
         for name in (only or []) + ([start] if start else []):
             if name not in self.stages:
@@ -168,7 +198,9 @@ class StageRunner:
                 upstream_running = [d for d in self.stages[name].depends_on if d in will_run]
                 if reason is None and upstream_running:
                     reason = "inputs will change: " + ", ".join(upstream_running)
-                decision = Decision(name, "skip", "unchanged") if reason is None else Decision(name, "run", reason)
+                decision = (
+                    Decision(name, "skip", "unchanged") if reason is None else Decision(name, "run", reason)
+                )
             if decision.action == "run":
                 will_run.add(name)
             decisions.append(decision)
@@ -187,7 +219,7 @@ class StageRunner:
                 raise WorkflowError(f"stage {stage.name!r} needs {', '.join(missing)} to have run first")
             log.info("run  %-22s %s", stage.name, decision.reason)
             began = time.perf_counter()
-            stage.run(self.workdir)
+            stage.run(StageContext(self.workdir, self.fingerprint(stage.name)))
             seconds[stage.name] = time.perf_counter() - began
             absent = [o for o in stage.outputs if not (self.workdir / o).exists()]
             if absent:

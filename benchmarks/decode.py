@@ -1,0 +1,257 @@
+"""Decoding speed: each backend and sampling mode against the raw decode limit measured in the same run.
+
+The limit is PyAV decoding every packet with no colour conversion (the faster of its SLICE and AUTO
+threading). Every mode is timed best-of-N, interleaved, on the two sample videos (when the shared data is
+present) and on a 720p synthetic clip. Also measured: PyAV thread types, keyframe seeks for sparse
+sampling, the guarded child's transports (shared-memory ring vs pipe), its start methods, and how much
+of the decoding the guarded child hides behind the consumer's work.
+Run: ``.venv/bin/python -m benchmarks.decode [--repeats N] [--seconds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import av
+
+from benchmarks.report import markdown_table, write_section
+from pipeline.decode import FrameChunk, iter_frames, open_guarded
+from pipeline.decode.backends.decord_backend import DecordBackend
+from pipeline.decode.backends.pyav_backend import DEFAULT_THREAD_TYPE, PyAVBackend
+from pipeline.decode.transport import DEFAULT_TRANSPORT
+from pipeline.synth.media import make_test_clip
+
+SHARED = Path(os.environ.get("AVZSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+COMMAND = ".venv/bin/python -m benchmarks.decode"
+
+
+def best_time(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
+    """Best wall time of ``repeats`` runs (the machine is shared: the minimum is the least disturbed)."""
+    times, count = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), count
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process, all threads: robust to other load, unlike wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raw_decode(path: Path, thread_type: str) -> int:
+    """The limit: decode every packet, no colour conversion, no copies."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = thread_type
+        return sum(1 for _ in container.decode(stream))
+
+
+def frames_with(path: Path, backend: object, fps: float | None) -> int:
+    return sum(len(chunk) for chunk in iter_frames(path, fps=fps, backend=backend))
+
+
+def guarded_frames(path: Path, fps: float | None, transport: str, work_s: float = 0.0) -> int:
+    with open_guarded(path, fps=fps, timeout_s=120, transport=transport) as decode:
+        return consume(decode.frames(), work_s)
+
+
+def consume(chunks: Iterable[FrameChunk], work_s: float) -> int:
+    """Count frames, sleeping ``work_s`` per chunk to stand in for model inference (which frees the GIL)."""
+    count = 0
+    for chunk in chunks:
+        count += len(chunk)
+        if work_s:
+            time.sleep(work_s)
+    return count
+
+
+def overlap_rows(name: str, path: Path, repeats: int) -> list[list[object]]:
+    """Decode + simulated inference per chunk: in-process (serial) vs guarded child (overlapped)."""
+    decode_s, _ = best_time(lambda: frames_with(path, PyAVBackend(), None), repeats)
+    chunks = sum(1 for _ in iter_frames(path))
+    work_s = decode_s / chunks  # inference as slow as decoding: the case where overlap matters most
+    serial, _ = best_time(lambda: consume(iter_frames(path), work_s), repeats)
+    overlapped, _ = best_time(lambda: guarded_frames(path, None, DEFAULT_TRANSPORT, work_s), repeats)
+    return [
+        [
+            name,
+            round(decode_s * 1000),
+            round(serial * 1000),
+            round(overlapped * 1000),
+            round(serial / overlapped, 2),
+        ]
+    ]
+
+
+def video_rows(name: str, path: Path, repeats: int) -> tuple[list[list[object]], list[list[object]]]:
+    modes: dict[str, Callable[[], int]] = {
+        "raw SLICE (no RGB)": lambda: raw_decode(path, "SLICE"),
+        "raw AUTO (no RGB)": lambda: raw_decode(path, "AUTO"),
+        "pyav every frame": lambda: frames_with(path, PyAVBackend(), None),
+        "pyav every frame, AUTO threads": lambda: frames_with(path, PyAVBackend(thread_type="AUTO"), None),
+        "pyav every frame, FRAME threads": lambda: frames_with(path, PyAVBackend(thread_type="FRAME"), None),
+        "decord every frame": lambda: frames_with(path, DecordBackend(), None),
+        "guarded pyav every frame, shm ring": lambda: guarded_frames(path, None, "shm"),
+        "guarded pyav every frame, pipe": lambda: guarded_frames(path, None, "pipe"),
+        "pyav 25 fps": lambda: frames_with(path, PyAVBackend(), 25.0),
+        "decord 25 fps": lambda: frames_with(path, DecordBackend(), 25.0),
+        "pyav 1 fps (keyframe seeks)": lambda: frames_with(path, PyAVBackend(), 1.0),
+        "pyav 1 fps, no seeks": lambda: frames_with(path, PyAVBackend(seek=False), 1.0),
+        "decord 1 fps": lambda: frames_with(path, DecordBackend(), 1.0),
+    }
+    results = {label: [] for label in modes}
+    cpu = {label: [] for label in modes}
+    counts = {}
+    for _ in range(repeats):  # interleave so that load spikes hit every mode alike
+        for label, fn in modes.items():
+            cpu_start = process_cpu_s()
+            seconds, counts[label] = best_time(fn, 1)
+            cpu[label].append(process_cpu_s() - cpu_start)
+            results[label].append(seconds)
+    best = {label: min(times) for label, times in results.items()}
+    best_cpu = {label: min(times) for label, times in cpu.items()}
+    limit_cpu = best_cpu["raw SLICE (no RGB)"]
+    limit = min(best["raw SLICE (no RGB)"], best["raw AUTO (no RGB)"])
+    limit_fps = counts["raw SLICE (no RGB)"] / limit
+    rows = []
+    for label in modes:
+        fps_out = counts[label] / best[label]
+        rows.append(
+            [
+                name,
+                label,
+                counts[label],
+                round(best[label] * 1000, 1),
+                round(fps_out, 1),
+                round(fps_out / limit_fps, 2),
+                round(limit / best[label], 2),
+                "-" if label.startswith("guarded") else round(best_cpu[label] * 1000, 1),
+                "-" if label.startswith("guarded") else round(limit_cpu / best_cpu[label], 2),
+            ]
+        )
+    every = best["pyav every frame"]
+    summary = [
+        name,
+        round(limit_fps, 1),
+        round(counts["pyav every frame"] / every / limit_fps, 2),
+        round(limit_cpu / best_cpu["pyav every frame"], 2),
+        round(counts["decord every frame"] / best["decord every frame"] / limit_fps, 2),
+        round(every / best["pyav 1 fps (keyframe seeks)"], 2),
+        round(best["decord every frame"] / best["decord 1 fps"], 2),
+        round(best["guarded pyav every frame, shm ring"] / every, 2),
+        round(best["guarded pyav every frame, pipe"] / every, 2),
+    ]
+    return rows, [summary]
+
+
+def start_method_rows(path: Path, repeats: int) -> list[list[object]]:
+    """Time from open_guarded to the first chunk, per start method (the forkserver is started once first)."""
+    rows = []
+    for method in ("forkserver", "spawn"):
+        first = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            with open_guarded(path, chunk_frames=1, end_s=0.01, timeout_s=60, start_method=method) as decode:
+                next(decode.frames())
+            first.append(time.perf_counter() - start)
+        rows.append([method, round(first[0] * 1000, 1), round(statistics.median(first[1:]) * 1000, 1)])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is reported")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of the 720p synthetic clip")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = {}
+        for sample in ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0"):
+            if (SHARED / "samples" / f"{sample}.mp4").is_file():
+                videos[f"{sample} (sample)"] = SHARED / "samples" / f"{sample}.mp4"
+        if not videos:
+            print(
+                f"shared samples not found under {SHARED}; benchmarking the synthetic clip only",
+                file=sys.stderr,
+            )
+        videos["synthetic 1280x720 25 fps"] = make_test_clip(
+            Path(tmp) / "clip720.mp4", seconds=args.seconds, width=1280, height=720, with_audio=False
+        )
+        rows, summary = [], []
+        for name, path in videos.items():
+            print(f"benchmarking {name}", file=sys.stderr, flush=True)
+            detail, head = video_rows(name, path, args.repeats)
+            rows += detail
+            summary += head
+        starts = start_method_rows(videos["synthetic 1280x720 25 fps"], args.repeats)
+        overlap = overlap_rows("synthetic 1280x720 25 fps", videos["synthetic 1280x720 25 fps"], args.repeats)
+    body = "\n\n".join(
+        [
+            "Limit = PyAV decoding every packet without colour conversion (best of SLICE/AUTO threads), same run. "
+            f"`pyav` uses thread_type={DEFAULT_THREAD_TYPE}. Targets: every frame to RGB >= 0.8x the limit; "
+            "1 fps faster than every frame.",
+            markdown_table(
+                [
+                    "video",
+                    "limit frames/s",
+                    "pyav every/limit",
+                    "pyav every/limit (CPU)",
+                    "decord every/limit",
+                    "pyav 1fps speed-up vs every",
+                    "decord 1fps speed-up vs every",
+                    "guarded shm / in-process time",
+                    "guarded pipe / in-process time",
+                ],
+                summary,
+            ),
+            "All modes (time = best of the interleaved repeats; `x limit fps` = output frames/s over the limit's "
+            "frames/s; `x limit time` = the limit's wall time over this mode's, >1 means faster than decoding "
+            "everything raw; `CPU ms` = this process's CPU time over all its threads, which other load on a shared "
+            "machine barely inflates; `x limit CPU` = raw SLICE decoding's CPU time over this mode's; the guarded "
+            "child's CPU time is not counted, so those rows have none):",
+            markdown_table(
+                [
+                    "video",
+                    "mode",
+                    "frames out",
+                    "ms",
+                    "frames/s",
+                    "x limit fps",
+                    "x limit time",
+                    "CPU ms",
+                    "x limit CPU",
+                ],
+                rows,
+            ),
+            "Guarded child start (open_guarded to first chunk; the first forkserver call also starts the server):",
+            markdown_table(["start method", "first call ms", "median later ms"], starts),
+            "Overlap: every frame decoded while the consumer 'infers' (sleeps) as long per chunk as decoding took, "
+            f"guarded with the default `{DEFAULT_TRANSPORT}` transport:",
+            markdown_table(
+                [
+                    "video",
+                    "decode only ms",
+                    "in-process decode+work ms",
+                    "guarded decode+work ms",
+                    "speed-up",
+                ],
+                overlap,
+            ),
+        ]
+    )
+    print(body)
+    write_section("decode", COMMAND, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Extract features for many videos with several extractors: one decode per video, batches across videos.
+
+Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
+- ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
+  (a killable child process with a time limit): audio once at the audio extractors' rate, frames once at the
+  visual extractors' common fps (or at the native rate, resampled by PTS per extractor when rates differ).
+  Frames are cut into windows as they stream in and sent, with the video's final status, through a queue
+  bounded in bytes, so decoding runs ahead of inference but memory stays bounded.
+- The calling thread preprocesses each arriving group of windows on the model's device (``prepare``), pools
+  prepared inputs per extractor across videos and runs the model on full batches of ``batch_size``; only
+  the last, partial batches run once every decode has finished.
+- Each video yields one :class:`ExtractedFeatures` per extractor as soon as all its rows are embedded.
+  Failures are typed per video and per extractor (``no_audio`` leaves visual extractors untouched,
+  ``too_short`` when not one window fits, ``partial`` keeps what was decoded); none stops the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from extractors.base import Extractor, Window
+from extractors.windowing import PtsResampler
+from pipeline.decode import open_guarded
+from pipeline.decode.types import DecodeReport, Outcome
+
+log = logging.getLogger(__name__)
+
+CHUNK_FRAMES = 32
+AUDIO_ONLY_FRAMES_S = 1e-3
+QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
+
+
+@dataclass
+class VideoJob:
+    video_id: str
+    path: str
+
+
+@dataclass
+class ExtractedFeatures:
+    video_id: str
+    extractor: str
+    status: Outcome
+    reason: str | None
+    features: np.ndarray | None  # (T, D)
+    start_s: np.ndarray | None
+    end_s: np.ndarray | None
+
+
+@dataclass
+class _Windows:
+    job: int
+    ext: int
+    windows: list[Window]
+
+
+@dataclass
+class _Done:
+    job: int
+    statuses: dict[int, tuple[Outcome, str | None]]  # extractor index -> outcome, reason
+
+
+class _Stop(Exception):
+    """The consumer went away: decode threads drop their work and exit."""
+
+
+class ByteQueue:
+    """FIFO bounded by the bytes it holds; ``put`` blocks while full, ``get`` returns None on timeout."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[object, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self.stopped = False
+
+    def put(self, item: object, nbytes: int) -> None:
+        with self._cond:
+            while self._bytes and self._bytes + nbytes > self.max_bytes and not self.stopped:
+                self._cond.wait(0.5)
+            if self.stopped:
+                raise _Stop
+            self._items.append((item, nbytes))
+            self._bytes += nbytes
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None) -> object | None:
+        with self._cond:
+            if not self._items and timeout:
+                self._cond.wait_for(lambda: bool(self._items), timeout)
+            if not self._items:
+                return None
+            item, nbytes = self._items.popleft()
+            self._bytes -= nbytes
+            self._cond.notify_all()
+            return item
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._items
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopped = True
+            self._cond.notify_all()
+
+
+@dataclass
+class _Plan:
+    """What one decode must deliver for this set of extractors."""
+
+    visual: list[int]
+    audio: list[int]
+    fps: float | None  # the common frame rate, or None (native rate + per-extractor resampling)
+    audio_rate: int
+
+    @classmethod
+    def of(cls, extractors: Sequence[Extractor]) -> _Plan:
+        visual = [i for i, e in enumerate(extractors) if e.spec.modality == "visual"]
+        audio = [i for i, e in enumerate(extractors) if e.spec.modality == "audio"]
+        rates = {int(extractors[i].spec.sample_rate) for i in audio}
+        if len(rates) > 1:
+            raise ValueError(
+                f"audio extractors need different sample rates {sorted(rates)}; run them in separate passes"
+            )
+        fps_set = {float(extractors[i].spec.sample_rate) for i in visual}
+        fps = fps_set.pop() if len(fps_set) == 1 else None
+        return cls(visual, audio, fps, rates.pop() if rates else 16000)
+
+
+def extract_videos(
+    jobs: Iterable[VideoJob],
+    extractors: Sequence[Extractor],
+    *,
+    batch_size: int = 32,
+    decode_timeout_s: float = 600.0,
+    prefetch_videos: int = 2,
+) -> Iterator[ExtractedFeatures]:
+    """Features of every job for every extractor, in completion order (see the module docstring)."""
+    if not extractors:
+        raise ValueError("extract_videos needs at least one extractor")
+    if batch_size < 1 or prefetch_videos < 1:
+        raise ValueError(
+            f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
+        )
+    plan = _Plan.of(extractors)
+    queue = ByteQueue(QUEUE_BYTES)
+    job_list: list[VideoJob] = []
+    source = _JobSource(jobs, job_list)
+    threads = [
+        threading.Thread(
+            target=_decode_worker,
+            args=(source, extractors, plan, queue, decode_timeout_s),
+            name=f"avzsl-decode-{i}",
+            daemon=True,
+        )
+        for i in range(prefetch_videos)
+    ]
+    for thread in threads:
+        thread.start()
+    batcher = _Batcher(extractors, batch_size)
+    try:
+        yield from batcher.run(queue, threads, job_list)
+    finally:
+        queue.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+class _JobSource:
+    """Hands out (index, job) pairs to decode threads; records jobs so the consumer can name them."""
+
+    def __init__(self, jobs: Iterable[VideoJob], job_list: list[VideoJob]):
+        self._iter = iter(jobs)
+        self._lock = threading.Lock()
+        self.jobs = job_list
+
+    def next(self) -> tuple[int, VideoJob] | None:
+        with self._lock:
+            job = next(self._iter, None)
+            if job is None:
+                return None
+            self.jobs.append(job)
+            return len(self.jobs) - 1, job
+
+
+def _decode_worker(source: _JobSource, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float) -> None:
+    try:
+        while (item := source.next()) is not None:
+            index, job = item
+            try:
+                statuses = _decode_one(index, job, extractors, plan, queue, timeout_s)
+            except _Stop:
+                raise
+            except Exception as err:  # a bug met on one file must not stop the others; it is logged loudly
+                log.exception("extracting %s (%s) failed", job.video_id, job.path)
+                why = f"internal error while extracting: {type(err).__name__}: {err}"
+                statuses = {i: (Outcome.UNDECODABLE, why) for i in range(len(extractors))}
+            queue.put(_Done(index, statuses), 0)
+    except _Stop:
+        return
+
+
+def _decode_one(index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float):
+    """Decode one video once, stream its windows into ``queue``; return the status per extractor."""
+    counts = dict.fromkeys(range(len(extractors)), 0)
+
+    def send(ext: int, windows: list[Window]) -> None:
+        if windows:
+            counts[ext] += len(windows)
+            queue.put(
+                _Windows(index, ext, windows), sum(w.data.numel() * w.data.element_size() for w in windows)
+            )
+
+    statuses: dict[int, tuple[Outcome, str | None]] = {}
+    # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
+    # frames of the first millisecond only, so no video is decoded that nothing will use.
+    frames_until = None if plan.visual else AUDIO_ONLY_FRAMES_S
+    with open_guarded(
+        job.path,
+        fps=plan.fps,
+        chunk_frames=CHUNK_FRAMES,
+        want_audio=bool(plan.audio),
+        audio_rate=plan.audio_rate,
+        timeout_s=timeout_s,
+        prefetch_chunks=2,
+        end_s=frames_until,
+    ) as decode:
+        if plan.audio:
+            clip = decode.audio()
+            for ext in plan.audio:
+                if clip is None:
+                    statuses[ext] = (decode.audio_report.outcome, decode.audio_report.error)
+                    continue
+                send(ext, list(extractors[ext].windows_from_audio(clip)))
+                statuses[ext] = _final_status(
+                    decode.audio_report, counts[ext], extractors[ext], clip.duration_s
+                )
+        if plan.visual:
+            windowers = {ext: extractors[ext].frame_windower() for ext in plan.visual}
+            resamplers = {
+                ext: PtsResampler(extractors[ext].spec.sample_rate) for ext in plan.visual if plan.fps is None
+            }
+            for chunk in decode.frames():
+                for ext, windower in windowers.items():
+                    piece = resamplers[ext].push(chunk) if ext in resamplers else chunk
+                    if piece is not None:
+                        send(ext, windower.push(piece))
+            for ext, windower in windowers.items():
+                if ext in resamplers and (piece := resamplers[ext].flush()) is not None:
+                    send(ext, windower.push(piece))
+                send(ext, windower.flush())
+            for ext in plan.visual:
+                statuses[ext] = _final_status(decode.report, counts[ext], extractors[ext], None)
+    return statuses
+
+
+def _final_status(report: DecodeReport, rows: int, extractor: Extractor, audio_s: float | None):
+    """Typed outcome of one (video, extractor) from the decode report and the number of windows made."""
+    if rows and report.outcome == Outcome.OK:
+        return Outcome.OK, None
+    if rows:
+        return Outcome.PARTIAL, f"{report.outcome}: {report.error}"
+    if report.outcome not in (Outcome.OK, Outcome.PARTIAL):
+        return report.outcome, report.error
+    spec = extractor.spec
+    have = f"{audio_s:.3f} s of audio" if spec.modality == "audio" else f"{report.frames_decoded} frames"
+    return (
+        Outcome.TOO_SHORT,
+        f"{have} do not fill one {spec.window:g} {spec.window_unit} window of {spec.name}",
+    )
+
+
+@dataclass
+class _VideoState:
+    rows: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    starts: dict[int, list[float]] = field(default_factory=dict)
+    ends: dict[int, list[float]] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)  # prepared rows not yet through the model
+    errors: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+    done: _Done | None = None
+
+
+class _Batcher:
+    """The consumer: prepares arriving windows on the device, runs full cross-video batches, emits videos."""
+
+    def __init__(self, extractors: Sequence[Extractor], batch_size: int):
+        self.extractors = extractors
+        self.batch_size = batch_size
+        self.pending: dict[int, list[tuple[int, torch.Tensor]]] = {i: [] for i in range(len(extractors))}
+        self.videos: dict[int, _VideoState] = {}
+
+    def run(self, queue: ByteQueue, threads: list[threading.Thread], jobs: list[VideoJob]):
+        while True:
+            item = queue.get(timeout=0.05)
+            if item is None:  # partial batches wait for more videos until every decode has finished
+                if not any(t.is_alive() for t in threads) and queue.empty():
+                    break
+                continue
+            if isinstance(item, _Windows):
+                self._add(item)
+                for ext in range(len(self.extractors)):
+                    if sum(len(x) for _, x in self.pending[ext]) >= self.batch_size:
+                        self._run(ext, full_only=True)
+            else:
+                assert isinstance(item, _Done)
+                self.videos.setdefault(item.job, _VideoState()).done = item
+            yield from self._emit_ready(jobs)
+        for ext in self.pending:
+            self._run(ext, full_only=False)
+        yield from self._emit_ready(jobs)
+
+    def _add(self, item: _Windows) -> None:
+        state = self.videos.setdefault(item.job, _VideoState())
+        if item.ext in state.errors:
+            return
+        try:
+            prepared = self.extractors[item.ext].prepare(item.windows)
+        except Exception as err:  # e.g. a frame size the preprocessing cannot handle: this video only
+            log.warning(
+                "preprocessing failed for job %d (%s): %s", item.job, self.extractors[item.ext].spec.name, err
+            )
+            state.errors[item.ext] = (
+                Outcome.UNDECODABLE,
+                f"preprocessing failed: {type(err).__name__}: {err}",
+            )
+            return
+        state.starts.setdefault(item.ext, []).extend(w.start_s for w in item.windows)
+        state.ends.setdefault(item.ext, []).extend(w.end_s for w in item.windows)
+        state.pending[item.ext] = state.pending.get(item.ext, 0) + len(item.windows)
+        self.pending[item.ext].append((item.job, prepared))
+
+    def _run(self, ext: int, full_only: bool) -> None:
+        """Run the model on pending inputs of ``ext`` in slices of batch_size (keeping a partial remainder)."""
+        entries = self.pending[ext]
+        if not entries:
+            return
+        owners = torch.cat([torch.full((len(x),), job, dtype=torch.long) for job, x in entries])
+        inputs = torch.cat([x for _, x in entries])
+        stop = (len(inputs) // self.batch_size) * self.batch_size if full_only else len(inputs)
+        extractor = self.extractors[ext]
+        for begin in range(0, stop, self.batch_size):
+            out = extractor.run_model(inputs[begin : begin + self.batch_size]).cpu().numpy()
+            for job in owners[begin : begin + self.batch_size].unique().tolist():
+                rows = out[(owners[begin : begin + self.batch_size] == job).numpy()]
+                state = self.videos[job]
+                state.rows.setdefault(ext, []).append(rows)
+                state.pending[ext] -= len(rows)
+        rest = inputs[stop:]
+        self.pending[ext] = [] if len(rest) == 0 else self._split_rest(owners[stop:], rest)
+
+    @staticmethod
+    def _split_rest(owners: torch.Tensor, rest: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        jobs, counts = torch.unique_consecutive(owners, return_counts=True)
+        return list(zip(jobs.tolist(), torch.split(rest, counts.tolist()), strict=True))
+
+    def _emit_ready(self, jobs: list[VideoJob]):
+        for job in [j for j, s in self.videos.items() if s.done is not None and not any(s.pending.values())]:
+            state = self.videos.pop(job)
+            for ext, extractor in enumerate(self.extractors):
+                yield self._result(jobs[job], ext, extractor, state)
+
+    def _result(self, job: VideoJob, ext: int, extractor: Extractor, state: _VideoState) -> ExtractedFeatures:
+        assert state.done is not None
+        status, reason = state.errors.get(ext) or state.done.statuses.get(
+            ext, (Outcome.UNDECODABLE, "no status recorded for this extractor")
+        )
+        rows = state.rows.get(ext)
+        if not rows or ext in state.errors:
+            return ExtractedFeatures(job.video_id, extractor.spec.name, status, reason, None, None, None)
+        features = extractor.finalize(np.concatenate(rows))
+        return ExtractedFeatures(
+            job.video_id,
+            extractor.spec.name,
+            status,
+            reason,
+            features,
+            np.asarray(state.starts[ext], dtype=np.float64),
+            np.asarray(state.ends[ext], dtype=np.float64),
+        )

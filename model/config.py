@@ -1,0 +1,184 @@
+"""Typed training configuration: one model (AVCA or DAAN), every DAAN reconstruction choice a switch.
+
+Defaults are AVCA's published UCF/main settings (REFERENCE §3.9). DAAN's own hyper-parameters are not
+published; everything under ``daan`` is our reconstruction (REFERENCE §3.4), so each ablation is one flag.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config import ConfigModel
+
+
+class AVCAConfig(ConfigModel):
+    """The AVCA embedding/reconstruction backbone shared by AVCA and DAAN (REFERENCE §3.5)."""
+
+    token_dim: int = 300
+    encoder_hidden: int = 512
+    projector_hidden: int = 512
+    dim_out: int = 64
+    heads: int = 3
+    dim_head: int = 100
+    mlp_dim: int = 64
+    depth: int = 1
+    embedding_dropout: float = Field(0.2, ge=0, lt=1)
+    decoder_dropout: float = Field(0.3, ge=0, lt=1)
+    additional_dropout: float = Field(0.5, ge=0, lt=1)
+    bn_momentum: float = Field(0.1, gt=0, le=1, description="second BN of hidden-layer EmbeddingNets only")
+    margin: float = 1.0
+    pos_emb_trainable: bool = Field(False, description="AVCA leaves pos_emb1D at its random init (compat)")
+    extra_embedding_pass: bool = Field(
+        False, description="AVCA runs get_embeddings in train mode after each step (extra BN updates)"
+    )
+
+
+class QDMAConfig(ConfigModel):
+    """Differential cross-modal attention: (softmax(Q1K1) - beta softmax(Q2K2)) V  [REC]."""
+
+    beta: float = Field(0.5, ge=0, description="0 gives plain attention")
+    learnable_lambda: bool = Field(
+        False, description="DIFF-Transformer style learnable lambda instead of beta"
+    )
+    subtract_on: Literal["all", "visual"] = Field("all", description="keys whose map is subtracted")
+    keys: Literal["auto", "all", "cross"] = Field(
+        "auto",
+        description="attend to all tokens or the other modality only; auto: all (averaged), cross (temporal)",
+    )
+    head_norm: bool = Field(False, description="per-head LayerNorm of the attention output (DIFF style)")
+
+
+class TCNConfig(ConfigModel):
+    """Temporal enhancement H = phi + TCN(phi) with dilated residual 1-D convolutions  [REC]."""
+
+    mode: Literal["auto", "time", "tokens", "off"] = Field(
+        "auto", description="auto: over time for temporal features, over the 2 tokens for averaged ones"
+    )
+    levels: int = Field(2, ge=1)
+    kernel: int = Field(3, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class CSGMConfig(ConfigModel):
+    """Contrastive sample-level gradient modulation of the encoders  [REC, REFERENCE §3.4]."""
+
+    mode: Literal["off", "batch", "sample"] = "sample"
+    terms: Literal["optimisation", "convergence", "both"] = "both"
+    score: Literal["pair", "all_classes"] = Field(
+        "pair", description="pos/neg contrastive or all seen classes"
+    )
+    combine: Literal["product", "mix"] = Field(
+        "product", description="s(1+gamma r) or eta s + (1-eta) norm(r)"
+    )
+    alpha: float = Field(0.3, gt=0)
+    gamma: float = 1.0
+    eta: float = Field(0.5, ge=0, le=1)
+    ema: float = Field(0.9, ge=0, lt=1)
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: int = Field(50, ge=0, description="modulation active for start_epoch <= epoch < end_epoch")
+    gradient_noise: bool = Field(False, description="OGM-GE: add N(0, std(grad)) to modulated encoders")
+
+
+class DAANConfig(ConfigModel):
+    """DAAN = AVCA backbone + TCN + QDMA + CSGM + alignment loss  [REC]."""
+
+    qdma: QDMAConfig = QDMAConfig()
+    tcn: TCNConfig = TCNConfig()
+    csgm: CSGMConfig = CSGMConfig()
+    align: Literal["hyper_mse", "infonce", "off"] = "hyper_mse"
+    align_weight: float = Field(1e-3, ge=0)
+    align_temperature: float = Field(0.07, gt=0)
+
+
+class TrainConfig(ConfigModel):
+    """Everything that decides a training run under the two-stage AV-GZSL protocol."""
+
+    model: Literal["avca", "daan"] = "avca"
+    avca: AVCAConfig = AVCAConfig()
+    daan: DAANConfig = DAANConfig()
+    decision_rule: Literal["visual", "mean", "sum_dist"] = Field(
+        "visual", description="embedding compared with class embeddings (REFERENCE §1.7); AVCA uses visual"
+    )
+    epochs: int = Field(50, ge=1)
+    batches_per_epoch: int = Field(500, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    lr_patience: int = Field(3, ge=0)
+    lr_factor: float = Field(0.1, gt=0, lt=1)
+    stage2_lr_schedule: Literal["val_hm", "replay"] = Field(
+        "val_hm", description="val_hm: published (HM on data now trained on); replay: stage-1 LR per epoch"
+    )
+    beta_grid: tuple[float, float, int] = Field((0.0, 3.0, 16), description="calibration sweep linspace")
+    seed: int = 42
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads during the run (None: torch's default); 1 on busy machines",
+    )
+    keep_checkpoints: int = Field(
+        2, ge=1, description="per-epoch checkpoints kept per stage (best kept apart)"
+    )
+    eval_batch_size: int = Field(2048, ge=1)
+    stages: Literal["both", "stage1"] = "both"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.model == "avca" and self.decision_rule != "visual":
+            raise ValueError(
+                "AVCA evaluates the visual embedding only (REFERENCE §1.7); use decision_rule=visual"
+            )
+        lo, hi, n = self.beta_grid
+        if n < 1 or hi < lo:
+            raise ValueError(f"beta_grid {self.beta_grid}: expected (low, high, count>=1) with high >= low")
+        return self
+
+
+class SyntheticConfig(ConfigModel):
+    """Size of the synthetic benchmark (``model.data.synthetic.make_synthetic``)."""
+
+    n_seen: int = Field(12, ge=2)
+    n_val_unseen: int = Field(4, ge=1)
+    n_test_unseen: int = Field(4, ge=1)
+    videos_per_class: int = Field(30, ge=7)
+    audio_dim: int = 32
+    visual_dim: int = 48
+    embedding_dim: int = 32
+    noise: float = 0.3
+    temporal_steps: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class DataConfig(ConfigModel):
+    """Where the features come from; paths are given per run (``--set data.root=...``), never in the repo."""
+
+    source: Literal["published", "stores", "synthetic"] = "published"
+    root: str | None = Field(None, description="published: the avgzsl_benchmark_datasets folder")
+    dataset: Literal["UCF", "ActivityNet", "VGGSound"] = "UCF"
+    setting: Literal["main", "cls"] = "main"
+    temporal: bool = False
+    features_dir: str | None = Field(
+        None, description="published: folder with audio/ and video/ split folders"
+    )
+    class_split_root: str | None = Field(
+        None, description="published: root of <Dataset>/class-split if not root"
+    )
+    audio_store: str | None = None
+    visual_store: str | None = None
+    manifest: str | None = Field(None, description="stores: parquet with video_id, label, split")
+    class_split_dir: str | None = Field(None, description="stores: optional AV-GZSL class-split folder")
+    embeddings: Literal["w2v", "minilm", "glove"] = "w2v"
+    embedding_path: str | None = None
+    name_map_csv: str | None = None
+    indexing: Literal["corrected", "published"] = "corrected"
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class RunConfig(ConfigModel):
+    """What ``avzsl train`` reads: the data source and the training configuration."""
+
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()

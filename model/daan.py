@@ -1,0 +1,224 @@
+"""DAAN (Discrepancy-Aware Attention Network), reconstructed [REC, REFERENCE §3.4].
+
+The paper's code is not public. This is AVCA's backbone with (i) TCN temporal enhancement and QDMA
+differential cross-modal attention in place of the one-layer transformer, (ii) an alignment loss and
+(iii) CSGM per-sample gradient modulation (``model/csgm.py``). Every choice below is a config switch.
+
+    phi^m = E_m(x^m)                          per time step for temporal features
+    H     = phi + TCN(phi)                    over time per modality, over the 2 tokens, or off
+    X     = H + p[modality]                   tokens of both modalities (p: AVCA's pos_emb1D)
+    X     = X + W_O (A1 - beta A2) V          A_i = softmax(Q_i K_i^T / sqrt(d_h)), pre-norm
+    X     = X + FF(LN(X))
+    Z^m   = phi^m + X[tokens of m]  -> pooled over valid steps -> AVCA heads
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from model.config import AVCAConfig, DAANConfig
+from model.layers import Branch, EmbeddingNet, FeedForward, Heads, encode_steps, heads_forward, masked_mean
+
+
+class DilatedConv(nn.Module):
+    """Non-causal dilated 1-D convolution over (B, T, D) as one matmul on stacked shifted copies.
+
+    Same function as ``nn.Conv1d(D, D, k, dilation=d, padding=d(k-1)/2)``, but torch's CPU dilated conv
+    path is ~10x slower than this for our short sequences.
+    """
+
+    def __init__(self, dim: int, kernel: int, dilation: int):
+        super().__init__()
+        self.kernel, self.dilation = kernel, dilation
+        self.proj = nn.Linear(kernel * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, dim = x.shape[1], x.shape[2]
+        centre = (self.kernel - 1) // 2
+        # taps shifted by >= T steps only ever see zero padding: leave them (and their weights) out
+        live = [j for j in range(self.kernel) if abs(j - centre) * self.dilation < t]
+        pad = abs(live[0] - centre) * self.dilation
+        padded = nn.functional.pad(x, (0, 0, pad, pad))
+        taps = [
+            padded[:, pad + (j - centre) * self.dilation : pad + (j - centre) * self.dilation + t]
+            for j in live
+        ]
+        cols = torch.cat([torch.arange(j * dim, (j + 1) * dim) for j in live]).to(x.device)
+        weight = self.proj.weight if len(live) == self.kernel else self.proj.weight[:, cols]
+        return nn.functional.linear(torch.cat(taps, dim=-1), weight, self.proj.bias)
+
+
+class TCN(nn.Module):
+    """Residual blocks of dilated non-causal convolutions (dilations 1, 2, 4, ...) over (B, T, D)."""
+
+    def __init__(self, dim: int, levels: int, kernel: int, dropout: float):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"daan.tcn.kernel={kernel}: use an odd kernel (centred, non-causal convolution)")
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([DilatedConv(dim, kernel, 2**level), DilatedConv(dim, kernel, 2**level)])
+            for level in range(levels)
+        )
+        self.act, self.drop = nn.ReLU(), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        keep = None if mask is None else mask.unsqueeze(-1).to(x.dtype)
+        for conv1, conv2 in self.blocks:
+            y = x if keep is None else x * keep
+            y = self.drop(self.act(conv1(y)))
+            y = self.drop(self.act(conv2(y if keep is None else y * keep)))
+            x = x + y
+        return x
+
+
+class QDMA(nn.Module):
+    """Quality-discrepancy mitigation attention: differential multi-head attention between modalities."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        dropout: float,
+        beta: float,
+        learnable_lambda: bool,
+        subtract_on: str,
+        head_norm: bool,
+    ):
+        super().__init__()
+        self.heads, self.dim_head, self.beta = heads, dim_head, beta
+        self.subtract_on = subtract_on
+        inner = heads * dim_head
+        self.to_q = nn.Linear(dim, 2 * inner, bias=False)
+        self.to_k = nn.Linear(dim, 2 * inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.head_norm = nn.LayerNorm(dim_head) if head_norm else None
+        self.lambdas = None
+        if learnable_lambda:  # DIFF Transformer: lambda = exp(q1.k1) - exp(q2.k2) + lambda_init (layer 1)
+            self.lambda_init = 0.8 - 0.6 * math.exp(0.0)
+            self.lambdas = nn.Parameter(torch.randn(4, dim_head) * 0.1)
+
+    def coefficient(self) -> torch.Tensor | float:
+        if self.lambdas is None:
+            return self.beta
+        q1, k1, q2, k2 = self.lambdas
+        return torch.exp((q1 * k1).sum()) - torch.exp((q2 * k2).sum()) + self.lambda_init
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D); modality (N,) 0 audio / 1 visual; allowed (B, N, N) which keys each query sees."""
+        b, n, _ = x.shape
+        h, dh = self.heads, self.dim_head
+
+        def split(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+            return list(t.reshape(b, n, h, parts, dh).permute(3, 0, 2, 1, 4))  # parts x (B, h, N, dh)
+
+        q1, q2 = split(self.to_q(x), 2)
+        k1, k2 = split(self.to_k(x), 2)
+        (v,) = split(self.to_v(x), 1)
+        neg = torch.finfo(x.dtype).min
+        block = ~allowed.unsqueeze(1)
+        a1 = torch.softmax((q1 @ k1.transpose(-1, -2) / math.sqrt(dh)).masked_fill(block, neg), dim=-1)
+        a2 = torch.softmax((q2 @ k2.transpose(-1, -2) / math.sqrt(dh)).masked_fill(block, neg), dim=-1)
+        coef = self.coefficient()
+        if self.subtract_on == "visual":
+            coef = coef * (modality == 1).to(x.dtype)  # subtract only the maps of visual keys
+        out = (a1 - coef * a2) @ v
+        if self.head_norm is not None:
+            out = self.head_norm(out)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, h * dh))
+
+
+class DAAN(nn.Module):
+    def __init__(
+        self, cfg: AVCAConfig, daan: DAANConfig, audio_dim: int, visual_dim: int, emb_dim: int, temporal: bool
+    ):
+        super().__init__()
+        d = cfg.token_dim
+        self.temporal = temporal
+        self.tcn_mode = daan.tcn.mode if daan.tcn.mode != "auto" else ("time" if temporal else "tokens")
+        if self.tcn_mode == "time" and not temporal:
+            raise ValueError(
+                "daan.tcn.mode=time needs temporal features; use tokens or off for averaged ones"
+            )
+        if self.tcn_mode == "tokens" and temporal:
+            raise ValueError(
+                "daan.tcn.mode=tokens is for averaged features; use time or off for temporal ones"
+            )
+        self.keys = daan.qdma.keys if daan.qdma.keys != "auto" else ("cross" if temporal else "all")
+        self.A_enc = EmbeddingNet(audio_dim, d, cfg.embedding_dropout, cfg.encoder_hidden, cfg.bn_momentum)
+        self.V_enc = EmbeddingNet(visual_dim, d, cfg.embedding_dropout, cfg.encoder_hidden, cfg.bn_momentum)
+        self.pos_emb1D = nn.Parameter(torch.randn(2, d), requires_grad=cfg.pos_emb_trainable)
+        t = daan.tcn
+        n_tcn = {"time": 2, "tokens": 1, "off": 0}[self.tcn_mode]
+        self.tcns = nn.ModuleList(TCN(d, t.levels, t.kernel, t.dropout) for _ in range(n_tcn))
+        q = daan.qdma
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    nn.LayerNorm(d),
+                    QDMA(
+                        d,
+                        cfg.heads,
+                        cfg.dim_head,
+                        cfg.embedding_dropout,
+                        q.beta,
+                        q.learnable_lambda,
+                        q.subtract_on,
+                        q.head_norm,
+                    ),
+                    nn.LayerNorm(d),
+                    FeedForward(d, cfg.mlp_dim, cfg.embedding_dropout),
+                ]
+            )
+            for _ in range(cfg.depth)
+        )
+        self.heads = Heads(cfg, emb_dim)
+
+    def _fuse(self, a, v, a_mask, v_mask):
+        """Encoders, TCN and QDMA; returns raw encoder outputs and fused (pooled) Z^a, Z^v."""
+        raw_a, raw_v = encode_steps(self.A_enc, a, a_mask), encode_steps(self.V_enc, v, v_mask)
+        enc_a, enc_v = raw_a, raw_v
+        if raw_a.dim() == 2:  # averaged features: one token per modality
+            enc_a, enc_v = raw_a.unsqueeze(1), raw_v.unsqueeze(1)
+            a_mask = v_mask = None
+        b, ta, tv = enc_a.shape[0], enc_a.shape[1], enc_v.shape[1]
+        am = a_mask if a_mask is not None else enc_a.new_ones(b, ta, dtype=torch.bool)
+        vm = v_mask if v_mask is not None else enc_v.new_ones(b, tv, dtype=torch.bool)
+        if self.tcn_mode == "time":
+            h_a = self.tcns[0](enc_a, am) + self.pos_emb1D[0]
+            h_v = self.tcns[1](enc_v, vm) + self.pos_emb1D[1]
+            x = torch.cat([h_a, h_v], dim=1)
+        elif self.tcn_mode == "tokens":
+            x = self.tcns[0](torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1), None)
+        else:
+            x = torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1)
+        modality = torch.cat([torch.zeros(ta), torch.ones(tv)]).to(x.device, torch.long)
+        valid = torch.cat([am, vm], dim=1)
+        allowed = valid.unsqueeze(1).expand(b, ta + tv, ta + tv)
+        if self.keys == "cross":
+            allowed = allowed & (modality[:, None] != modality[None, :])
+        for norm1, attn, norm2, ff in self.layers:
+            x = x + attn(norm1(x), modality, allowed)
+            x = x + ff(norm2(x))
+        z_a = masked_mean(enc_a + x[:, :ta], am)
+        z_v = masked_mean(enc_v + x[:, ta:], vm)
+        # raw encoder outputs are returned as they are: CSGM's gradient hooks must sit upstream of every use
+        return raw_a, raw_v, masked_mean(raw_a, a_mask), masked_mean(raw_v, v_mask), z_a, z_v
+
+    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
+        enc_a, enc_v, phi_a, phi_v, z_a, z_v = self._fuse(a, v, a_mask, v_mask)
+        return heads_forward(self.heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w)
+
+    def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        *_, z_a, z_v = self._fuse(a, v, a_mask, v_mask)
+        return self.heads.A_proj(z_a), self.heads.V_proj(z_v)
+
+    def embed_classes(self, w: torch.Tensor) -> torch.Tensor:
+        return self.heads.W_proj(w)
+
+    def encoders(self) -> dict[str, nn.Module]:
+        return {"audio": self.A_enc, "visual": self.V_enc}

@@ -1,0 +1,122 @@
+"""Building blocks shared by AVCA and DAAN, named as in the AVCA code (REFERENCE §3.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.config import AVCAConfig
+
+
+class EmbeddingNet(nn.Sequential):
+    """AVCA's MLP block: Linear-BN-ReLU-Dropout (twice when ``hidden``).
+
+    Only the second BN of a hidden-layer net takes the configured momentum; the others keep 0.1 (§2.6).
+    """
+
+    def __init__(
+        self, d_in: int, d_out: int, dropout: float, hidden: int | None = None, momentum: float = 0.1
+    ):
+        if hidden:
+            layers = [
+                nn.Linear(d_in, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, d_out),
+                nn.BatchNorm1d(d_out, momentum=momentum),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
+        else:
+            layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), nn.Dropout(dropout)]
+        super().__init__(*layers)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__(
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
+        )
+
+
+class Heads(nn.Module):
+    """Projections to the 64-d joint space, shared decoder to the class-embedding space, reconstructors."""
+
+    def __init__(self, cfg: AVCAConfig, emb_dim: int):
+        super().__init__()
+        d, out = cfg.token_dim, cfg.dim_out
+        self.A_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
+        self.V_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
+        self.W_proj = EmbeddingNet(emb_dim, out, cfg.additional_dropout)
+        self.D = EmbeddingNet(out, emb_dim, cfg.additional_dropout)
+        self.A_rec = EmbeddingNet(out, d, cfg.additional_dropout)
+        self.V_rec = EmbeddingNet(out, d, cfg.additional_dropout)
+
+
+@dataclass
+class Branch:
+    """Outputs for one side of a pair (positive or negative).
+
+    ``enc_a``/``enc_v`` are the raw encoder outputs ((B, D) or (B, T, D)): gradient modulation acts there.
+    ``phi_*`` are their (pooled) vectors used by the reconstruction and alignment losses.
+    """
+
+    enc_a: torch.Tensor
+    enc_v: torch.Tensor
+    phi_a: torch.Tensor
+    phi_v: torch.Tensor
+    theta_a: torch.Tensor
+    theta_v: torch.Tensor
+    theta_w: torch.Tensor
+    rho_a: torch.Tensor
+    rho_v: torch.Tensor
+    rho_w: torch.Tensor
+    rec_a: torch.Tensor
+    rec_v: torch.Tensor
+
+
+def heads_forward(heads: Heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w) -> Branch:
+    theta_a, theta_v, theta_w = heads.A_proj(z_a), heads.V_proj(z_v), heads.W_proj(w)
+    return Branch(
+        enc_a,
+        enc_v,
+        phi_a,
+        phi_v,
+        theta_a,
+        theta_v,
+        theta_w,
+        heads.D(theta_a),
+        heads.D(theta_v),
+        heads.D(theta_w),
+        heads.A_rec(theta_a),
+        heads.V_rec(theta_v),
+    )
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over time of (B, T, D) using a (B, T) validity mask; vectors pass through."""
+    if x.dim() == 2:
+        return x
+    if mask is None:
+        return x.mean(1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def encode_steps(net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Apply a per-vector net to every valid time step of (B, T, D) (BN sees valid steps only)."""
+    if x.dim() == 2:
+        return net(x)
+    if mask is None:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    rows = net(x[mask])
+    out = rows.new_zeros(*x.shape[:2], rows.shape[-1])
+    out[mask] = rows
+    return out

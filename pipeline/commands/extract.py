@@ -1,0 +1,124 @@
+"""``avzsl extract``: batch feature extraction into sharded stores, on Dask (local, scheduler, SLURM) or in-process."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import UsageError
+from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
+from pipeline.extract_job import DEFAULT_BUILDER, DEFAULT_RUNNER, ExtractConfig, format_summary, run_extract
+from pipeline.manifest import ManifestError
+from pipeline.store import StoreBusy, StoreError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="extract features of many videos into feature stores (resumable; Dask)",
+        description="Extract features into one store per extractor under --out. Re-running the same command "
+        "resumes: finished videos are skipped, changed source files are redone.",
+    )
+    parser.add_argument(
+        "--videos", nargs="+", required=True, help="manifest .parquet, .csv, a folder, or video paths"
+    )
+    parser.add_argument("--extractor", action="append", required=True, help="extractor name (repeatable)")
+    parser.add_argument("--out", required=True, help="output folder (one store per extractor inside)")
+    parser.add_argument(
+        "--cluster", default="local", help="local (default), none (in-process), slurm, or tcp://HOST:PORT"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default: one per GPU, or per CPU core)"
+    )
+    parser.add_argument(
+        "--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (one worker per GPU)")
+    parser.add_argument(
+        "--weights", action="append", default=[], metavar="NAME=PATH|random", help="weights per extractor"
+    )
+    parser.add_argument("--mode", choices=("clean", "benchmark"), default="clean")
+    parser.add_argument("--shard-size", type=int, default=16, help="videos per task and per shard")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--decode-timeout", type=float, default=600.0, help="seconds before a decode is cut off"
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="also redo videos recorded as failed or partial"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    slurm = parser.add_argument_group("SLURM (--cluster slurm, through dask-jobqueue)")
+    slurm.add_argument("--slurm-queue")
+    slurm.add_argument("--slurm-account")
+    slurm.add_argument("--slurm-walltime", default="04:00:00")
+    slurm.add_argument("--slurm-cores", type=int, default=4, help="cores per job")
+    slurm.add_argument("--slurm-memory", default="16GB", help="memory per job")
+    slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (one worker per GPU)")
+    slurm.add_argument("--slurm-jobs", type=int, default=1)
+    slurm.add_argument(
+        "--slurm-prologue", action="append", default=[], help="shell line run before the worker"
+    )
+    slurm.add_argument("--print-job-script", action="store_true", help="print the SLURM job script and exit")
+    advanced = parser.add_argument_group("advanced")
+    advanced.add_argument("--builder", default=DEFAULT_BUILDER, help="module:function building an extractor")
+    advanced.add_argument(
+        "--runner", default=DEFAULT_RUNNER, help="module:function running extractors over videos"
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_weights(items: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` pairs; a bare ``random`` (or ``PATH``) applies to every extractor."""
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if sep:
+            if not name or not value:
+                raise UsageError(f"--weights {item!r}: expected NAME=PATH or NAME=random")
+            weights[name] = value
+        else:
+            weights["*"] = item
+    return weights
+
+
+def build_config(args: argparse.Namespace) -> ExtractConfig:
+    slurm = SlurmOptions(
+        queue=args.slurm_queue,
+        account=args.slurm_account,
+        walltime=args.slurm_walltime,
+        cores_per_job=args.slurm_cores,
+        memory_per_job=args.slurm_memory,
+        gpus_per_job=args.slurm_gpus,
+        jobs=args.slurm_jobs,
+        job_script_prologue=args.slurm_prologue,
+    )
+    return ExtractConfig(
+        videos=args.videos,
+        extractors=args.extractor,
+        out=args.out,
+        cluster=args.cluster,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        device=args.device,
+        weights=parse_weights(args.weights),
+        mode=args.mode,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        decode_timeout_s=args.decode_timeout,
+        retry_failed=args.retry_failed,
+        builder=args.builder,
+        runner=args.runner,
+        slurm=slurm,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.print_job_script:
+        print(slurm_job_script(config.slurm, threads_per_worker=config.threads_per_worker))
+        return 0
+    try:
+        summary = run_extract(config, progress=not args.no_progress)
+    except (ClusterError, ManifestError, StoreBusy, StoreError) as err:
+        raise UsageError(str(err)) from None
+    print(format_summary(summary))
+    return summary.exit_code

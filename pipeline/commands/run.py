@@ -1,0 +1,50 @@
+"""``avzsl run WORKFLOW``: run a workflow, re-running only the stages whose inputs, parameters or code changed."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import UsageError
+from pipeline.workflow.runner import load_workflow, run_workflow
+from pipeline.workflow.stages import WorkflowError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run a workflow (workflows/*.yaml), skipping unchanged stages")
+    parser.add_argument("workflow", help="a workflow YAML file, or the name of one in workflows/")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a workflow key, e.g. train.models.daan.epochs=5 (repeatable)",
+    )
+    parser.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
+    parser.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and every later one")
+    parser.add_argument("--force", action="store_true", help="re-run every stage")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run and why, run nothing")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_workflow(args.workflow, args.overrides)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    try:
+        if args.dry_run:
+            from pathlib import Path
+
+            from pipeline.workflow.build import build_stages
+            from pipeline.workflow.stages import StageRunner
+
+            runner = StageRunner(Path(config.workdir), build_stages(config))
+            for decision in runner.plan(only=args.only, start=args.start, force=args.force):
+                print(f"{decision.action:<5} {decision.stage:<24} {decision.reason}")
+            return 0
+        run_workflow(config, only=args.only, start=args.start, force=args.force)
+    except WorkflowError as err:
+        raise UsageError(str(err)) from None
+    print(f"outputs in {config.workdir}")
+    return 0

@@ -1,0 +1,42 @@
+"""The interface every frame backend implements, so sampling and chunking are written once.
+
+A backend opens a file and answers two questions: when is each frame shown (presentation order), and what
+are the pixels of these frames. Everything else (which frames to take, chunking, partial results, typed
+outcomes) lives in :mod:`pipeline.decode.frames` and is identical for all backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class FrameReader(Protocol):
+    """An open video stream. Created in the process that uses it (decord readers must not cross a fork)."""
+
+    def frame_times(self) -> tuple[np.ndarray, float]:
+        """Presentation times of all frames in seconds, sorted, and when the last one stops being shown."""
+        ...
+
+    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame)`` for the sorted unique presentation-order ``indices``; frames (H, W, 3)
+        uint8 RGB. Raises :class:`pipeline.decode.types.MediaError` (or the library's error) when decoding
+        fails; frames yielded before that are valid."""
+        ...
+
+    def truncation(self) -> str | None:
+        """Why the stream looks cut short (e.g. fewer frames than its header promises), or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FrameBackend(Protocol):
+    name: str
+
+    def open(self, path: Path) -> FrameReader:
+        """Open ``path``; raise :class:`pipeline.decode.types.MediaError` with a typed outcome on failure."""
+        ...

@@ -1,0 +1,482 @@
+"""VideoManifest: the list of videos a job works on (video_id, path, label, split, extra columns), as parquet.
+
+Every stage downstream keys its outputs by ``video_id``, so ids are unique, stable across machines and
+never a bare file stem: a path relative to the dataset root without its extension, or the benchmark's
+own id (REFERENCE §1.3). Problems found while building (missing files, excluded classes, files outside
+class folders) are kept in ``problems`` and travel with the parquet file, so nothing is dropped silently.
+
+Split names follow the AV-GZSL partition of videos (REFERENCE §1.2): the five sets below are disjoint,
+and the loader splits of §1.3 are unions of them (:data:`LOADER_SPLITS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED_COLUMNS = ("video_id", "path", "label", "split")
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+)
+SPLITS = ("s1_train", "s1_val_seen", "s1_val_unseen", "s2_test_seen", "s2_test_unseen")
+SPLIT_FOLDERS = {s: f"stage_{s[1]}_{s[3:]}" for s in SPLITS}  # s1_train -> stage_1_train (split file stem)
+LOADER_SPLITS = {
+    "train": ("s1_train",),
+    "val": ("s1_val_seen", "s1_val_unseen"),
+    "train_val": ("s1_train", "s1_val_seen", "s1_val_unseen"),
+    "test": ("s2_test_seen", "s2_test_unseen"),
+}
+AVGZSL_DATASETS = ("UCF", "ActivityNet", "VGGSound")
+AVGZSL_FEATURES = ("main", "cls")
+_METADATA_KEY = b"avzsl_manifest"
+_FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be built or read; the message names the file or ids and the fix."""
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """Something a user must know about a manifest: ``kind`` is a short tag, ``message`` the details."""
+
+    kind: str  # missing_file | no_path | ambiguous_file | outside_class_folder | excluded_class | split_mismatch
+    video_id: str
+    message: str
+    severity: str = "error"  # "info" for facts of the protocol (classes it excludes), not defects
+
+
+class VideoEntry(NamedTuple):
+    video_id: str
+    path: str
+    label: str | None
+    split: str | None
+
+
+class VideoManifest:
+    """A validated table of videos; ``table`` is a pandas DataFrame with at least :data:`REQUIRED_COLUMNS`."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        problems: Sequence[ManifestProblem] = (),
+        info: dict | None = None,
+        source: str = "<manifest>",
+    ):
+        missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+        if missing:
+            raise ManifestError(
+                f"{source}: missing column(s) {missing}; a manifest needs {list(REQUIRED_COLUMNS)}"
+            )
+        table = table.reset_index(drop=True).copy()
+        for column in REQUIRED_COLUMNS:
+            table[column] = table[column].astype("string")
+        _check_ids(table, source)
+        self.table = table[[*REQUIRED_COLUMNS, *(c for c in table.columns if c not in REQUIRED_COLUMNS)]]
+        self.problems = list(problems)
+        self.info = dict(info or {})
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return f"VideoManifest({len(self)} videos, {self.table['label'].nunique()} labels, {len(self.problems)} problems)"
+
+    def entries(self) -> list[VideoEntry]:
+        """Rows as tuples, with missing labels/splits as None."""
+        cols = [self.table[c].astype(object).where(self.table[c].notna(), None) for c in REQUIRED_COLUMNS]
+        return [VideoEntry(*row) for row in zip(*cols, strict=True)]
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self.table["video_id"].tolist()
+
+    def select(self, splits: str | Iterable[str]) -> VideoManifest:
+        """The videos of one split or several (e.g. ``LOADER_SPLITS['val']``)."""
+        wanted = [splits] if isinstance(splits, str) else list(splits)
+        mask = self.table["split"].isin(wanted).fillna(False).astype(bool)
+        ids = set(self.table.loc[mask, "video_id"])
+        problems = [p for p in self.problems if p.video_id in ids or not p.video_id]
+        return VideoManifest(self.table[mask], problems, self.info)
+
+    def check_files(self) -> list[ManifestProblem]:
+        """A problem for every row whose file is absent now (or that has no path at all)."""
+        problems = []
+        for video_id, path in zip(self.table["video_id"], self.table["path"], strict=True):
+            if pd.isna(path) or not path:
+                problems.append(
+                    ManifestProblem("no_path", video_id, f"{video_id}: no file path in the manifest")
+                )
+            elif not Path(path).is_file():
+                problems.append(
+                    ManifestProblem("missing_file", video_id, f"{video_id}: file not found: {path}")
+                )
+        return problems
+
+    def summary(self) -> pd.DataFrame:
+        """Classes and videos per split (the shape of the REFERENCE §1.2 table)."""
+        split = self.table["split"].fillna("<none>")
+        grouped = self.table.assign(split=split).groupby("split", sort=False)
+        out = grouped.agg(classes=("label", "nunique"), videos=("video_id", "size")).reset_index()
+        order = {s: i for i, s in enumerate(SPLITS)}
+        return out.sort_values("split", key=lambda s: s.map(lambda v: order.get(v, len(order)))).reset_index(
+            drop=True
+        )
+
+    # ---- parquet -------------------------------------------------------------------------------------
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write atomically; paths inside the file's folder are stored relative to it (relocatable)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base = Path(os.path.abspath(path.parent))
+        table = self.table.copy()
+        table["path"] = (
+            table["path"].map(lambda p: _relative_to(p, base), na_action="ignore").astype("string")
+        )
+        meta = {
+            "version": _FORMAT_VERSION,
+            "paths_relative_to_file": True,
+            "info": self.info,
+            "problems": [asdict(p) for p in self.problems],
+        }
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), _METADATA_KEY: json.dumps(meta)}
+        )
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            pq.write_table(arrow, tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | Path) -> VideoManifest:
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: manifest not found; build one with `avzsl manifest build`")
+        try:
+            arrow = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ManifestError(f"{path}: not a readable parquet manifest ({err})") from None
+        raw = (arrow.schema.metadata or {}).get(_METADATA_KEY)
+        meta = json.loads(raw) if raw else {}
+        table = arrow.to_pandas()
+        if meta.get("paths_relative_to_file") and "path" in table.columns:
+            base = Path(os.path.abspath(path.parent))
+            table["path"] = table["path"].map(lambda p: _absolute_from(p, base), na_action="ignore")
+        problems = [ManifestProblem(**p) for p in meta.get("problems", [])]
+        return cls(table, problems, meta.get("info"), source=str(path))
+
+    # ---- builders ------------------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, root: str | Path, split: str | None = None) -> VideoManifest:
+        """One sub-folder per class (``root/<label>/**/<video>``); video_id = ``<label>/<name>`` w/o extension."""
+        root = _existing_dir(root)
+        rows, problems = [], []
+        for file in _video_files(root):
+            rel = file.relative_to(root)
+            video_id = rel.with_suffix("").as_posix()
+            if len(rel.parts) < 2:
+                problems.append(
+                    ManifestProblem(
+                        "outside_class_folder",
+                        video_id,
+                        f"{file}: not inside a class sub-folder of {root}; move it into root/<class>/ to include it",
+                    )
+                )
+                continue
+            rows.append({"video_id": video_id, "path": str(file), "label": rel.parts[0], "split": split})
+        if not rows:
+            raise ManifestError(
+                f"{root}: no videos found in class sub-folders (extensions {sorted(VIDEO_EXTENSIONS)})"
+            )
+        return cls(pd.DataFrame(rows), problems, {"builder": "folder"}, source=str(root))
+
+    @classmethod
+    def from_csv(cls, path: str | Path, root: str | Path | None = None) -> VideoManifest:
+        """Columns ``path``, ``label`` and optionally ``split``/``video_id`` plus any extras.
+
+        Relative paths resolve against ``root`` (default: the CSV's folder); video_id defaults to the
+        path relative to that root without extension. Missing files are kept and listed in ``problems``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: CSV file not found")
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for column in ("path", "label"):
+            if column not in table.columns:
+                raise ManifestError(
+                    f"{path}: missing column {column!r} (found {list(table.columns)}); "
+                    "a video CSV needs columns path,label and optionally split,video_id"
+                )
+        base = Path(root) if root is not None else path.parent
+        files = [Path(p) if Path(p).is_absolute() else base / p for p in table["path"]]
+        if "video_id" not in table.columns:
+            table["video_id"] = [_id_for(f, base) for f in files]
+        table["path"] = [str(f) for f in files]
+        if "split" not in table.columns:
+            table["split"] = None
+        table = table.replace({"label": {"": None}, "split": {"": None}})
+        manifest = cls(table, info={"builder": "csv"}, source=str(path))
+        manifest.problems = manifest.check_files()
+        return manifest
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | Path], root: str | Path | None = None) -> VideoManifest:
+        """Unlabelled videos for extraction-only jobs; ids are paths relative to ``root`` (default: common folder)."""
+        files = [Path(p) for p in paths]
+        if not files:
+            raise ManifestError("no video paths given")
+        base = (
+            Path(root) if root is not None else Path(os.path.commonpath([f.absolute().parent for f in files]))
+        )
+        rows = [{"video_id": _id_for(f, base), "path": str(f), "label": None, "split": None} for f in files]
+        manifest = cls(pd.DataFrame(rows), info={"builder": "paths"}, source="paths")
+        manifest.problems = manifest.check_files()
+        return manifest
+
+    @classmethod
+    def from_avgzsl(
+        cls,
+        root: str | Path,
+        dataset: str = "UCF",
+        features: str = "main",
+        video_root: str | Path | None = None,
+    ) -> VideoManifest:
+        """The videos of a real AV-GZSL benchmark split (REFERENCE §1.2–§1.3), one row per video.
+
+        ``root`` may be the benchmark root (holding UCF/ActivityNet/VGGSound), a dataset folder, its
+        class-split folder, or the split folder itself. Rows of each split are kept only if their class
+        is in that split's .txt list (this drops the cls test-unseen classes, reported in ``problems``).
+        With ``video_root``, files are found by video id (any video extension, any depth).
+        """
+        if dataset not in AVGZSL_DATASETS:
+            raise ManifestError(f"unknown AV-GZSL dataset {dataset!r}; choose one of {list(AVGZSL_DATASETS)}")
+        if features not in AVGZSL_FEATURES:
+            raise ManifestError(
+                f"unknown feature setting {features!r}; choose one of {list(AVGZSL_FEATURES)}"
+            )
+        split_dir = _find_split_dir(Path(root), dataset, features)
+        parts, problems = [], []
+        for split, stem in SPLIT_FOLDERS.items():
+            table, dropped = _read_split(split_dir, stem)
+            problems.extend(dropped)
+            parts.append(table.assign(split=split))
+        table = pd.concat(parts, ignore_index=True)
+        problems.extend(_check_stage2_train(split_dir, table))
+        table = _benchmark_columns(table, dataset)
+        if video_root is not None:
+            found, ambiguous = _index_videos(_existing_dir(video_root))
+            problems.extend(ambiguous)
+            table["path"] = table["video_id"].map(lambda v: str(found[v]) if v in found else None)
+            problems.extend(
+                ManifestProblem("missing_file", v, f"{v}: no video file named {v}.<ext> under {video_root}")
+                for v in table.loc[table["path"].isna(), "video_id"]
+            )
+        else:
+            table["path"] = None
+        info = {"builder": "avgzsl", "dataset": dataset, "features": features}
+        return cls(table, problems, info, source=str(split_dir))
+
+
+# ---- GZSL splits for datasets without one ------------------------------------------------------------
+def assign_gzsl_splits(
+    labels: Sequence[str],
+    roles: dict[str, str],
+    *,
+    val_seen_fraction: float = 0.1,
+    test_seen_fraction: float = 0.15,
+    val_unseen_test_fraction: float = 0.15,
+    seed: int = 0,
+) -> list[str]:
+    """Split videos into the five AV-GZSL sets from each class's role, mirroring REFERENCE §1.2.
+
+    ``roles`` maps class -> "seen" (stage-1 training class), "val_unseen" (unseen in stage 1, trained on
+    in stage 2) or "test_unseen". Seen classes' videos go to s1_train / s1_val_seen / s2_test_seen;
+    val-unseen classes' to s1_val_unseen / s2_test_seen (so stage-2 test-seen covers every stage-2
+    training class); test-unseen classes' all to s2_test_unseen. Deterministic for a seed.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[str] = [""] * len(labels)
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    for label in sorted(by_class):
+        role = roles.get(label)
+        idx = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
+        if role == "seen":
+            n_test = _share(len(idx), test_seen_fraction)
+            n_val = _share(len(idx) - n_test, val_seen_fraction)
+            names = ["s2_test_seen"] * n_test + ["s1_val_seen"] * n_val
+            names += ["s1_train"] * (len(idx) - n_test - n_val)
+        elif role == "val_unseen":
+            n_test = _share(len(idx), val_unseen_test_fraction)
+            names = ["s2_test_seen"] * n_test + ["s1_val_unseen"] * (len(idx) - n_test)
+        elif role == "test_unseen":
+            names = ["s2_test_unseen"] * len(idx)
+        else:
+            raise ManifestError(f"class {label!r}: role {role!r} is not one of seen, val_unseen, test_unseen")
+        for i, name in zip(idx, names, strict=True):
+            out[i] = name
+    return out
+
+
+def _share(n: int, fraction: float) -> int:
+    """At least one video in a held-out set when the class has two or more, never all of them."""
+    if n < 2 or fraction <= 0:
+        return 0
+    return min(n - 1, max(1, round(n * fraction)))
+
+
+# ---- helpers -----------------------------------------------------------------------------------------
+def _check_ids(table: pd.DataFrame, source: str) -> None:
+    ids = table["video_id"]
+    if ids.isna().any() or (ids == "").any():
+        rows = [int(i) for i in np.flatnonzero((ids.isna() | (ids == "")).to_numpy())][:5]
+        raise ManifestError(f"{source}: empty video_id in row(s) {rows}; every video needs a unique id")
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        groups = table.loc[dup.index].groupby("video_id")["path"].apply(lambda s: [str(p) for p in s])
+        shown = "; ".join(f"{vid}: {paths}" for vid, paths in list(groups.items())[:10])
+        raise ManifestError(
+            f"{source}: {dup.nunique()} duplicate video_id(s) ({shown}); ids must be unique: "
+            "rename the files or give an explicit video_id column"
+        )
+
+
+def _id_for(file: Path, base: Path) -> str:
+    try:
+        rel = file.absolute().relative_to(base.absolute())
+    except ValueError:
+        raise ManifestError(f"{file}: not under {base}; pass a root that contains every video") from None
+    return rel.with_suffix("").as_posix()
+
+
+def _existing_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: folder not found")
+    return root
+
+
+def _video_files(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _relative_to(path: str, base: Path) -> str:
+    """Relative to ``base`` when inside it, otherwise absolute (symlinks are kept, not followed)."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(base).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def _absolute_from(path: str, base: Path) -> str:
+    return path if not path or Path(path).is_absolute() else str(base / path)
+
+
+def _find_split_dir(root: Path, dataset: str, features: str) -> Path:
+    split = f"{features}_split"
+    candidates = [root / dataset / "class-split" / split, root / "class-split" / split, root / split, root]
+    for candidate in candidates:
+        if (candidate / "stage_1_train.csv").is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise ManifestError(
+        f"no AV-GZSL split files for {dataset}/{features} (looked for stage_1_train.csv in: {tried}); "
+        "pass the avgzsl_benchmark_datasets root or a class-split folder"
+    )
+
+
+def _read_split(split_dir: Path, stem: str) -> tuple[pd.DataFrame, list[ManifestProblem]]:
+    csv, txt = split_dir / f"{stem}.csv", split_dir / f"{stem}.txt"
+    for f in (csv, txt):
+        if not f.is_file():
+            raise ManifestError(
+                f"{f}: split file missing; the AV-GZSL split folder needs .csv and .txt per split"
+            )
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    for column in ("label", "label_code"):
+        if column not in table.columns:
+            raise ManifestError(f"{csv}: missing column {column!r} (found {list(table.columns)})")
+    classes = {line.strip().casefold() for line in txt.read_text().splitlines() if line.strip()}
+    keep = table["label"].str.casefold().isin(classes)
+    problems = []
+    for label, count in table.loc[~keep, "label"].value_counts(sort=False).items():
+        problems.append(
+            ManifestProblem(
+                "excluded_class",
+                "",
+                f"{csv.name}: class {label!r} ({count} videos) is not in {txt.name}; left out as the protocol requires",
+                severity="info",
+            )
+        )
+    return table[keep], problems
+
+
+def _check_stage2_train(split_dir: Path, table: pd.DataFrame) -> list[ManifestProblem]:
+    """stage_2_train must be the union of the three stage-1 sets (REFERENCE §1.2); report any difference."""
+    csv = split_dir / "stage_2_train.csv"
+    if not csv.is_file():
+        return []
+    # python sets: pandas' isin on arrow-backed strings is orders of magnitude slower here
+    stage2 = set(
+        pd.read_csv(csv, dtype=str, keep_default_na=False, usecols=["filename"])["filename"].to_numpy(object)
+    )
+    stage1 = set(table.loc[table["split"].isin(LOADER_SPLITS["train_val"]), "filename"].to_numpy(object))
+    extra, missing = len(stage2 - stage1), len(stage1 - stage2)
+    if extra == 0 and missing == 0:
+        return []
+    message = (
+        f"{csv}: differs from stage-1 train+val ({extra} extra, {missing} missing); "
+        "the loader uses the stage-1 files"
+    )
+    return [ManifestProblem("split_mismatch", "", message)]
+
+
+def _benchmark_columns(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Benchmark ids and extras: UCF v_<Class>_gXX_cYY, ActivityNet <yt>_<k>, VGGSound <yt>_<start:06d>."""
+    out = pd.DataFrame({"video_id": table["filename"], "label": table["label"], "split": table["split"]})
+    out["class_id"] = table["label_code"].astype(int).to_numpy()
+    out["dataset"] = dataset
+    if dataset == "ActivityNet":
+        out["youtube_id"] = table["filename"].str.rsplit("_", n=1).str[0]
+    elif dataset == "VGGSound":
+        out["youtube_id"] = table["youtube_id"]
+        out["start_seconds"] = table["start_seconds"].astype(int).to_numpy()
+        out["category"] = table["category"]
+        expected = out["youtube_id"] + "_" + table["start_seconds"].str.zfill(6)
+        bad = out.loc[expected != out["video_id"], "video_id"].tolist()
+        if bad:
+            raise ManifestError(f"VGGSound rows whose filename is not <youtube_id>_<start:06d>: {bad[:5]}")
+    return out
+
+
+def _index_videos(video_root: Path) -> tuple[dict[str, Path], list[ManifestProblem]]:
+    """Map file stem -> path for every video under ``video_root`` (benchmark ids are file stems)."""
+    found: dict[str, Path] = {}
+    problems = []
+    for file in _video_files(video_root):
+        if file.stem in found:
+            message = f"{file.stem}: several files ({found[file.stem]}, {file}); using the first"
+            problems.append(ManifestProblem("ambiguous_file", file.stem, message))
+            continue
+        found[file.stem] = file
+    return found, problems

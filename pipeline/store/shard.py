@@ -1,0 +1,156 @@
+"""One shard = one safetensors file of concatenated feature rows, written atomically, read memory-mapped.
+
+Tensors in a shard: ``features`` (R, D) in the extractor's dtype, ``offsets`` (N + 1,) int64 row offsets of
+the N videos, ``start_s``/``end_s`` (R,) float64 seconds per row, and ``pooled`` (N, D) float32, the mean
+over each video's rows computed once at write time so pooled reads never touch the feature rows.
+The metadata carries the store fingerprint (so a foreign shard is detectable) and the video ids.
+
+Reading parses the safetensors header ourselves and maps each tensor with ``np.memmap``: a read of one
+video touches only its rows, and a truncated file is detected from sizes alone without reading data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+TENSOR_NAMES = ("features", "offsets", "start_s", "end_s", "pooled")
+
+
+class ShardFormatError(Exception):
+    """A shard file that cannot be read as a complete shard (truncated, not safetensors, wrong tensors)."""
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int  # byte offsets relative to the start of the data section
+    end: int
+
+
+def write_shard(
+    path: Path,
+    features: np.ndarray,
+    offsets: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    pooled: np.ndarray,
+    metadata: dict[str, str],
+) -> int:
+    """Write a shard via temp + fsync + rename; returns its size in bytes."""
+    tensors = {
+        "features": np.ascontiguousarray(features),
+        "offsets": np.ascontiguousarray(offsets, dtype=np.int64),
+        "start_s": np.ascontiguousarray(start_s, dtype=np.float64),
+        "end_s": np.ascontiguousarray(end_s, dtype=np.float64),
+        "pooled": np.ascontiguousarray(pooled, dtype=np.float32),
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        fsync_file(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk so a rename never publishes an empty file after a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardReader:
+    """Memory-mapped access to one shard; construction validates the header and the file size."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.entries, self.metadata, self.data_start = read_header(self.path)
+        missing = [name for name in TENSOR_NAMES if name not in self.entries]
+        if missing:
+            raise ShardFormatError(f"{self.path}: not a feature shard (missing tensors {missing})")
+        self._maps: dict[str, np.ndarray] = {}
+
+    @property
+    def video_ids(self) -> list[str]:
+        return json.loads(self.metadata.get("video_ids", "[]"))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.metadata.get("fingerprint", "")
+
+    def array(self, name: str) -> np.ndarray:
+        """The named tensor as a read-only memory map (empty tensors as plain empty arrays)."""
+        if name not in self._maps:
+            entry = self.entries[name]
+            if entry.end == entry.begin:
+                self._maps[name] = np.empty(entry.shape, dtype=entry.dtype)
+            else:
+                self._maps[name] = np.memmap(
+                    self.path,
+                    dtype=entry.dtype,
+                    mode="r",
+                    offset=self.data_start + entry.begin,
+                    shape=entry.shape,
+                )
+        return self._maps[name]
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str], int]:
+    """Parse a safetensors header and check that the file holds every byte it announces."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            raw_len = handle.read(8)
+            if len(raw_len) < 8:
+                raise ShardFormatError(f"{path}: truncated ({size} bytes, no safetensors header)")
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len > 100_000_000:
+                raise ShardFormatError(f"{path}: not a safetensors file (header length {header_len})")
+            if 8 + header_len > size:
+                raise ShardFormatError(
+                    f"{path}: truncated ({size} bytes on disk, header alone is {8 + header_len})"
+                )
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, ShardFormatError):
+            raise
+        raise ShardFormatError(f"{path}: unreadable shard header: {err}") from None
+    metadata = header.pop("__metadata__", {}) or {}
+    entries: dict[str, TensorEntry] = {}
+    data_end = 0
+    for name, info in header.items():
+        if info.get("dtype") not in SAFETENSORS_DTYPES:
+            raise ShardFormatError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        begin, end = (int(v) for v in info["data_offsets"])
+        entries[name] = TensorEntry(
+            np.dtype(SAFETENSORS_DTYPES[info["dtype"]]), tuple(info["shape"]), begin, end
+        )
+        data_end = max(data_end, end)
+    data_start = 8 + header_len
+    if size < data_start + data_end:
+        raise ShardFormatError(f"{path}: truncated ({size} bytes on disk, {data_start + data_end} expected)")
+    return entries, metadata, data_start

@@ -1,0 +1,412 @@
+"""FeatureStore: one directory per extractor + config fingerprint, written by many workers without locks.
+
+Layout::
+
+    STORE/header.json                          extractor spec, fingerprint, versions, dim/dtype, created
+    STORE/shards/<task-key>-<uuid>.safetensors concatenated rows + offsets + timestamps + pooled means
+    STORE/index/<task-key>-<uuid>.parquet      the commit record of that shard (one row per video)
+
+Each writer owns its shard name, so no lock is needed on the hot path. The tensor file is renamed into
+place first and the index part second: a crash between the two leaves an orphaned shard (reported by
+``verify``, ignored by readers), never an index row pointing at missing data. Resume reads only the index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import atomic_write_text
+from pipeline.provenance import library_versions
+from pipeline.store.index import STATUSES, latest_per_video, list_parts, read_parts, write_part
+from pipeline.store.shard import ShardReader, write_shard
+
+FORMAT_NAME = "avzsl-feature-store"
+FORMAT_VERSION = 1
+HEADER_FILE = "header.json"
+SHARDS_DIR = "shards"
+INDEX_DIR = "index"
+SHARD_SUFFIX = ".safetensors"
+_OPEN_SHARDS = 128
+
+
+class StoreError(Exception):
+    """A store that cannot be created, opened or read as asked; the message says which path and why."""
+
+
+class FeatureStore:
+    """Read and write access to one feature store directory (see the module docstring for the layout)."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path = Path(path)
+        self.header = header
+        self._index: pd.DataFrame | None = None
+        self._readers: OrderedDict[str, ShardReader] = OrderedDict()
+
+    # ----------------------------------------------------------------- creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        spec: dict[str, Any],
+        fingerprint: str,
+        *,
+        dim: int | None = None,
+        dtype: str | None = None,
+        random_weights: bool | None = None,
+    ) -> FeatureStore:
+        """Create a store, or open it when it exists with the same fingerprint (resume).
+
+        ``dim``/``dtype`` default to the spec's ``output_dim``/``output_dtype`` (or ``dim``/``dtype``);
+        ``random_weights`` to the spec's flag. An existing store with another fingerprint is refused.
+        """
+        path = Path(path)
+        if (path / HEADER_FILE).exists():
+            store = cls.open(path)
+            if store.fingerprint != fingerprint:
+                raise StoreError(
+                    f"{path}: holds features with fingerprint {store.fingerprint}, not {fingerprint} "
+                    f"(extractor or config changed); write to a new directory or remove this store"
+                )
+            return store
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(
+                f"{path}: exists, is not empty and has no {HEADER_FILE}; choose an empty directory"
+            )
+        header = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "spec": spec,
+            "dim": _first(dim, spec.get("output_dim"), spec.get("dim")),
+            "dtype": _first(dtype, spec.get("output_dtype"), spec.get("dtype")),
+            "random_weights": bool(_first(random_weights, spec.get("random_weights"), False)),
+            "versions": library_versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if header["dtype"] is not None:
+            header["dtype"] = np.dtype(header["dtype"]).name
+        (path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        (path / INDEX_DIR).mkdir(exist_ok=True)
+        atomic_write_text(path / HEADER_FILE, json.dumps(header, indent=2, sort_keys=True) + "\n")
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureStore:
+        path = Path(path)
+        header_path = path / HEADER_FILE
+        if not header_path.is_file():
+            raise StoreError(
+                f"{path}: not a feature store ({HEADER_FILE} missing); create it with `avzsl extract`"
+            )
+        try:
+            header = json.loads(header_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise StoreError(f"{header_path}: unreadable header: {err}") from None
+        if header.get("format") != FORMAT_NAME:
+            raise StoreError(
+                f"{header_path}: not an avzsl feature store header (format={header.get('format')!r})"
+            )
+        if header.get("format_version", 0) > FORMAT_VERSION:
+            raise StoreError(
+                f"{header_path}: format version {header['format_version']} is newer than this avzsl"
+            )
+        return cls(path, header)
+
+    # ----------------------------------------------------------------- header
+    @property
+    def fingerprint(self) -> str:
+        return self.header["fingerprint"]
+
+    @property
+    def dim(self) -> int | None:
+        return self.header.get("dim")
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.header.get("random_weights"))
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.path / SHARDS_DIR
+
+    @property
+    def index_dir(self) -> Path:
+        return self.path / INDEX_DIR
+
+    # ----------------------------------------------------------------- index
+    def refresh(self) -> None:
+        """Forget the cached index so the next read sees parts committed since."""
+        self._index = None
+
+    def records(self) -> pd.DataFrame:
+        """Every index record of every part, superseded ones included, in commit order."""
+        return read_parts(list_parts(self.index_dir))
+
+    def index(self) -> pd.DataFrame:
+        """One row per video (its latest record), indexed by video_id; cached until :meth:`refresh`."""
+        if self._index is None:
+            self._index = latest_per_video(self.records())
+        return self._index
+
+    def video_ids(self, status: str | None = "ok") -> list[str]:
+        """Sorted ids of videos whose latest status is ``status`` (``None``: every video)."""
+        index = self.index()
+        if status is not None:
+            if status not in STATUSES:
+                raise StoreError(f"unknown status {status!r}; expected one of {STATUSES} or None")
+            index = index[index["status"] == status]
+        return sorted(index["video_id"])
+
+    # ----------------------------------------------------------------- reads
+    def _record(self, video_id: str) -> pd.Series:
+        index = self.index()
+        if video_id not in index.index:
+            raise StoreError(f"{self.path}: no video {video_id!r} in this store")
+        record = index.loc[video_id]
+        if record["shard"] is None or pd.isna(record["shard"]):
+            raise StoreError(
+                f"{self.path}: video {video_id!r} has no features ({record['status']}: {record['reason']})"
+            )
+        return record
+
+    def _reader(self, shard: str) -> ShardReader:
+        reader = self._readers.get(shard)
+        if reader is None:
+            reader = ShardReader(self.shards_dir / shard)
+            self._readers[shard] = reader
+            if len(self._readers) > _OPEN_SHARDS:
+                self._readers.popitem(last=False)
+        else:
+            self._readers.move_to_end(shard)
+        return reader
+
+    def features(self, video_id: str) -> np.ndarray:
+        """The (T, D) feature rows of one video; read through a memory map, only its rows are touched."""
+        record = self._record(video_id)
+        start = int(record["row_offset"])
+        rows = self._reader(record["shard"]).array("features")[start : start + int(record["row_count"])]
+        return np.array(rows)
+
+    def timestamps(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(start_s, end_s) of each feature row of one video, seconds from the start of the file."""
+        record = self._record(video_id)
+        start, stop = int(record["row_offset"]), int(record["row_offset"]) + int(record["row_count"])
+        reader = self._reader(record["shard"])
+        return np.array(reader.array("start_s")[start:stop]), np.array(reader.array("end_s")[start:stop])
+
+    def pooled(self, video_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """Mean feature per video, (N, D) float32, from the per-shard pooled arrays (no feature rows read).
+
+        ``video_ids=None`` means every video whose status is ok, sorted; otherwise the given order.
+        """
+        ids = self.video_ids("ok") if video_ids is None else list(video_ids)
+        index = self.index()
+        missing = [v for v in ids if v not in index.index]
+        if missing:
+            raise StoreError(f"{self.path}: {len(missing)} video(s) not in the store, e.g. {missing[:3]}")
+        selected = index.loc[ids]
+        no_rows = selected["shard"].isna().to_numpy()
+        if no_rows.any():
+            bad = list(selected.index[no_rows][:3])
+            raise StoreError(
+                f"{self.path}: {int(no_rows.sum())} video(s) have no features (failed), e.g. {bad}"
+            )
+        dim = self.dim
+        codes, shards = pd.factorize(selected["shard"].to_numpy())
+        rows = selected["row"].to_numpy()
+        out: np.ndarray | None = None if dim is None else np.empty((len(ids), dim), dtype=np.float32)
+        for code, shard in enumerate(shards):
+            mask = codes == code
+            block = self._reader(shard).array("pooled")[rows[mask]]
+            if out is None:
+                out = np.empty((len(ids), block.shape[1]), dtype=np.float32)
+            out[mask] = block
+        if out is None:
+            out = np.empty((0, dim or 0), dtype=np.float32)
+        return ids, out
+
+    # ----------------------------------------------------------------- writes
+    def writer(self, task_key: str) -> ShardWriter:
+        """A writer for one new shard named after ``task_key`` plus a unique suffix."""
+        return ShardWriter(self, task_key)
+
+    # ----------------------------------------------------------------- maintenance
+    def verify(self) -> list:
+        """Problems found in the store (see :func:`pipeline.store.verify.verify_store`)."""
+        from pipeline.store.verify import verify_store
+
+        return verify_store(self)
+
+    def compact(self):
+        """Merge index parts and delete unused shards (see :mod:`pipeline.store.compact`)."""
+        from pipeline.store.compact import compact_store
+
+        return compact_store(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by status and outcome, rows and bytes: what ``avzsl store info`` prints."""
+        index = self.index()
+        shard_files = [p for p in self.shards_dir.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith(".")]
+        failed = index[index["status"] == "failed"]
+        return {
+            "path": str(self.path),
+            "extractor": self.header.get("spec", {}).get("name"),
+            "fingerprint": self.fingerprint,
+            "random_weights": self.random_weights,
+            "dim": self.dim,
+            "dtype": self.header.get("dtype"),
+            "videos": int(len(index)),
+            "by_status": {s: int((index["status"] == s).sum()) for s in STATUSES},
+            "failed_by_outcome": {str(k): int(v) for k, v in failed["outcome"].value_counts().items()},
+            "rows": int(index["row_count"].sum()) if len(index) else 0,
+            "shards": len(shard_files),
+            "index_parts": len(list_parts(self.index_dir)),
+            "bytes": sum(p.stat().st_size for p in shard_files)
+            + sum(p.stat().st_size for p in list_parts(self.index_dir)),
+        }
+
+
+class ShardWriter:
+    """Collects the results of one task and commits them as one shard + one index part."""
+
+    def __init__(self, store: FeatureStore, task_key: str):
+        self.store = store
+        self.name = f"{_safe_name(task_key)}-{uuid.uuid4().hex[:12]}"
+        self._entries: list[dict[str, Any]] = []
+        self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.committed = False
+
+    def add(
+        self,
+        video_id: str,
+        features: np.ndarray | None,
+        start_s: np.ndarray | None,
+        end_s: np.ndarray | None,
+        status: str,
+        reason: str | None,
+        source_path: str,
+        source_size: int,
+        source_mtime: float,
+    ) -> None:
+        """Record one video. ``status`` is ok, partial, failed, or a typed failure outcome (e.g. no_audio)."""
+        if self.committed:
+            raise StoreError(f"shard {self.name}: already committed; take a new writer")
+        status = str(status)
+        outcome = status
+        if status not in ("ok", "partial"):
+            status = "failed"
+        rows = None
+        if status != "failed":
+            rows = self._check_rows(video_id, features, start_s, end_s)
+            if rows is None:
+                status, outcome, reason = "failed", "empty", "the extractor returned no feature rows"
+        self._entries.append(
+            {
+                "video_id": str(video_id),
+                "status": status,
+                "outcome": outcome,
+                "reason": reason,
+                "source_path": str(source_path),
+                "source_size": int(source_size),
+                "source_mtime": float(source_mtime),
+                "has_rows": rows is not None,
+            }
+        )
+        if rows is not None:
+            self._arrays.append(rows)
+
+    def _check_rows(
+        self, video_id, features, start_s, end_s
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if features is None:
+            return None
+        features = np.asarray(features)
+        if features.ndim != 2:
+            raise StoreError(f"video {video_id!r}: features must be (T, D), got shape {features.shape}")
+        if features.shape[0] == 0:
+            return None
+        dim, dtype = self.store.dim, self.store.header.get("dtype")
+        if dim is not None and features.shape[1] != dim:
+            raise StoreError(f"video {video_id!r}: feature dim {features.shape[1]} != store dim {dim}")
+        if dtype is not None and features.dtype != np.dtype(dtype):
+            raise StoreError(f"video {video_id!r}: dtype {features.dtype} != store dtype {dtype}")
+        if self._arrays and (self._arrays[0][0].shape[1], self._arrays[0][0].dtype) != (
+            features.shape[1],
+            features.dtype,
+        ):
+            raise StoreError(f"video {video_id!r}: shape/dtype differs from earlier videos of this shard")
+        start = np.asarray(start_s, dtype=np.float64)
+        end = np.asarray(end_s, dtype=np.float64)
+        if start.shape != (features.shape[0],) or end.shape != (features.shape[0],):
+            raise StoreError(
+                f"video {video_id!r}: start_s/end_s must have one entry per row ({features.shape[0]})"
+            )
+        return features, start, end
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def commit(self) -> str | None:
+        """Write the shard file (if any rows) then the index part; returns the shard file name or None."""
+        if self.committed:
+            raise StoreError(f"shard {self.name}: already committed")
+        self.committed = True
+        if not self._entries:
+            return None
+        shard_name = f"{self.name}{SHARD_SUFFIX}" if self._arrays else None
+        positions: list[tuple[int, int, int]] = []
+        if shard_name is not None:
+            counts = [a[0].shape[0] for a in self._arrays]
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            features = np.concatenate([a[0] for a in self._arrays])
+            pooled = np.stack([a[0].astype(np.float32).mean(axis=0) for a in self._arrays])
+            ids = [e["video_id"] for e in self._entries if e["has_rows"]]
+            write_shard(
+                self.store.shards_dir / shard_name,
+                features,
+                offsets,
+                np.concatenate([a[1] for a in self._arrays]),
+                np.concatenate([a[2] for a in self._arrays]),
+                pooled,
+                {"fingerprint": self.store.fingerprint, "video_ids": json.dumps(ids)},
+            )
+            positions = [(i, int(offsets[i]), counts[i]) for i in range(len(counts))]
+        committed_ns = time.time_ns()
+        part = f"{self.name}.parquet"
+        records, slot = [], iter(positions)
+        for entry in self._entries:
+            row, offset, count = next(slot) if entry.pop("has_rows") else (-1, -1, 0)
+            records.append(
+                entry
+                | {
+                    "shard": shard_name if row >= 0 else None,
+                    "row": row,
+                    "row_offset": offset,
+                    "row_count": count,
+                    "fingerprint": self.store.fingerprint,
+                    "committed_ns": committed_ns,
+                    "part": part,
+                }
+            )
+        write_part(self.store.index_dir / part, records)
+        self.store.refresh()
+        return shard_name
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _safe_name(task_key: str) -> str:
+    """A file-name-safe version of a task key (Dask keys contain brackets, quotes and commas)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(task_key)).strip("._")[:80] or "task"

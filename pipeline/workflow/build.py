@@ -1,0 +1,344 @@
+"""Turn a :class:`WorkflowConfig` into the stages of :mod:`pipeline.workflow.stages`.
+
+Layout of a workflow directory::
+
+    data/manifest.parquet, data/classes.csv, data/probe.parquet     the videos, their classes and probe records
+    features/<extractor>/<extractor>-<fingerprint>/                 one feature store per extractor
+    embeddings/classes.npz, embeddings/name_map.csv                  class-text embeddings and the text per class
+    runs/<model>/metrics.json ...                                     one training run per model
+    report/report.html, report/report.md
+
+Each extractor is its own stage, so adding one extracts only itself, and training depends only on the two
+stores it reads. Decoding is shared within a stage; a visual and an audio stage read different streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import ConfigError, atomic_write_text
+from pipeline.manifest import VideoManifest, assign_gzsl_splits
+from pipeline.workflow.config import ExtractorChoice, WorkflowConfig
+from pipeline.workflow.stages import Stage, StageContext, files_fingerprint
+
+log = logging.getLogger("avzsl.workflow")
+
+MANIFEST = "data/manifest.parquet"
+CLASSES = "data/classes.csv"
+PROBE = "data/probe.parquet"
+EMBEDDINGS = "embeddings/classes.npz"
+NAME_MAP = "embeddings/name_map.csv"
+REPORT = "report/report.html"
+
+
+class SharedCluster:
+    """One local Dask cluster for every extract stage of a workflow run, started only if one runs.
+
+    Starting a cluster and loading torch in each worker costs tens of seconds; sharing it also keeps each
+    worker's built extractors. Other cluster settings (an address, ``slurm``, ``none``) pass through.
+    """
+
+    def __init__(self, cfg: WorkflowConfig):
+        self.cfg = cfg.extract
+        self._stack = contextlib.ExitStack()
+        self._address: str | None = None
+
+    def spec(self) -> str:
+        if self.cfg.cluster != "local":
+            return self.cfg.cluster
+        if self._address is None:
+            from pipeline.cluster import connect
+
+            client = self._stack.enter_context(
+                connect("local", workers=self.cfg.workers, device=self.cfg.device)
+            )
+            self._address = client.scheduler.address
+        return self._address
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def build_stages(cfg: WorkflowConfig, cluster: SharedCluster | None = None) -> list[Stage]:
+    cluster = cluster or SharedCluster(cfg)
+    wanted = set(cfg.stages or ["data", "probe", "extract", "embed", "train", "report"])
+    stages: list[Stage] = []
+    if cfg.kind == "videos":
+        stages += [_data_stage(cfg)] if "data" in wanted else []
+        stages += [_probe_stage()] if "probe" in wanted else []
+        if "extract" in wanted:
+            stages += [_extract_stage(cfg, choice, cluster) for choice in cfg.extract.all()]
+        stages += [_embed_stage(cfg)] if "embed" in wanted else []
+    if "train" in wanted:
+        stages += [_train_stage(cfg, name) for name in cfg.train.models]
+    if "report" in wanted:
+        stages.append(_report_stage(cfg, [s.name for s in stages if s.name.startswith("train:")]))
+    present = {s.name for s in stages}
+    return [
+        Stage(
+            s.name,
+            s.run,
+            s.params,
+            tuple(d for d in s.depends_on if d in present),
+            s.outputs,
+            s.code,
+            s.external_inputs,
+        )
+        for s in stages
+    ]
+
+
+# --------------------------------------------------------------------------------------------- data
+def _data_stage(cfg: WorkflowConfig) -> Stage:
+    source = cfg.videos
+
+    def run(ctx: StageContext) -> None:
+        workdir = ctx.workdir
+        if source.source == "synth":
+            from pipeline.synth.dataset import generate_dataset
+
+            dataset = generate_dataset(source.synth, workdir / "data")
+            log.info(
+                "synthetic dataset: %d videos of %d classes", len(dataset.manifest), len(dataset.classes)
+            )
+            return
+        manifest = _user_manifest(source.source, Path(source.path))
+        classes = _user_classes(manifest, source.classes)
+        if manifest.table["split"].isna().all():
+            roles = dict(zip(classes["name"], classes["role"], strict=True))
+            table = manifest.table.assign(
+                split=assign_gzsl_splits(manifest.table["label"].tolist(), roles, seed=source.split_seed)
+            )
+            manifest = VideoManifest(table, manifest.problems, manifest.info)
+        manifest.to_parquet(workdir / MANIFEST)
+        atomic_write_text(workdir / CLASSES, classes.to_csv(index=False))
+
+    external = None
+    if source.source != "synth":
+
+        def external() -> str:
+            path = Path(source.path)
+            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+            return files_fingerprint(files + ([Path(source.classes)] if source.classes else []))
+
+    params = source.to_dict()
+    if source.source != "synth":
+        params.pop("synth")
+    return Stage(
+        "data", run, params, (), (MANIFEST, CLASSES), ("pipeline.synth", "pipeline.manifest"), external
+    )
+
+
+def _user_manifest(kind: str, path: Path) -> VideoManifest:
+    if kind == "folder":
+        return VideoManifest.from_folder(path)
+    if kind == "csv":
+        return VideoManifest.from_csv(path)
+    return VideoManifest.read_parquet(path)
+
+
+def _user_classes(manifest: VideoManifest, classes_csv: str | None) -> pd.DataFrame:
+    """Class table (name, role, description); roles come from the CSV or, failing that, the manifest's splits."""
+    labels = sorted(set(manifest.table["label"].dropna()))
+    if classes_csv:
+        table = pd.read_csv(classes_csv)
+        missing = {"name", "role"} - set(table.columns)
+        if missing:
+            raise ConfigError(
+                f"{classes_csv}: missing column(s) {sorted(missing)}; need name, role[, description]"
+            )
+        unknown = sorted(set(labels) - set(table["name"]))
+        if unknown:
+            raise ConfigError(f"{classes_csv}: no role for class(es) {unknown[:5]}; add a row per class")
+    elif manifest.table["split"].notna().any():
+        splits = manifest.table.groupby("label")["split"].agg(set)
+        roles = {
+            c: "test_unseen" if s <= {"s2_test_unseen"} else "val_unseen" if "s1_val_unseen" in s else "seen"
+            for c, s in splits.items()
+        }
+        table = pd.DataFrame({"name": list(roles), "role": list(roles.values())})
+    else:
+        raise ConfigError(
+            "the videos have no split column: give data.videos.classes, a CSV with name, role "
+            "(seen | val_unseen | test_unseen) and an optional description per class"
+        )
+    if "description" not in table.columns:
+        table["description"] = table["name"]
+    return table[["name", "role", "description"]]
+
+
+# --------------------------------------------------------------------------------------------- probe
+def _probe_stage() -> Stage:
+    def run(ctx: StageContext) -> None:
+        from pipeline.decode import probe
+
+        workdir = ctx.workdir
+        manifest = VideoManifest.read_parquet(workdir / MANIFEST)
+        records = []
+        for video_id, path in zip(manifest.table["video_id"], manifest.table["path"], strict=True):
+            record = probe(path).to_record()
+            records.append(
+                {
+                    "video_id": video_id,
+                    "path": path,
+                    "status": record["status"],
+                    "error": record["error"],
+                    "duration_s": record["duration_s"],
+                    "has_video": record["has_video"],
+                    "has_audio": record["has_audio"],
+                }
+            )
+        table = pd.DataFrame(records)
+        _atomic_parquet(table, workdir / PROBE)
+        bad = table[table["status"] != "ok"]
+        log.info(
+            "probe: %d videos, %d not ok (%s)",
+            len(table),
+            len(bad),
+            ", ".join(f"{k} {v}" for k, v in bad["status"].value_counts().items()) or "none",
+        )
+
+    return Stage("probe", run, {}, ("data",), (PROBE,), ("pipeline.decode",))
+
+
+# --------------------------------------------------------------------------------------------- extract
+def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: SharedCluster) -> Stage:
+    step = cfg.extract
+    out = f"features/{choice.name}"
+
+    def run(ctx: StageContext) -> None:
+        from pipeline.extract_job import ExtractConfig, format_summary, run_extract
+
+        workdir = ctx.workdir
+        summary = run_extract(
+            ExtractConfig(
+                videos=[str(workdir / MANIFEST)],
+                extractors=[choice.name],
+                out=str(workdir / out),
+                cluster=cluster.spec(),
+                workers=step.workers,
+                device=step.device,
+                weights={choice.name: choice.weights},
+                mode=step.mode,
+                options={choice.name: choice.options},
+                shard_size=step.shard_size,
+                batch_size=step.batch_size,
+            )
+        )
+        log.info("extract %s:\n%s", choice.name, format_summary(summary))
+        if summary.exit_code:
+            raise RuntimeError(
+                f"extraction with {choice.name} produced no usable features:\n{format_summary(summary)}"
+            )
+
+    params = {
+        "extractor": choice.name,
+        "weights": choice.weights,
+        "options": choice.options,
+        "mode": step.mode,
+        "device": step.device,
+    }
+    external = None if choice.weights == "random" else (lambda: files_fingerprint([Path(choice.weights)]))
+    return Stage(
+        f"extract:{choice.name}",
+        run,
+        params,
+        ("data", "probe"),
+        (f"{out}/stores.json",),
+        ("extractors", "pipeline.decode", "pipeline.store", "pipeline.extract_job"),
+        external,
+    )
+
+
+def store_path(workdir: Path, extractor: str) -> Path:
+    folder = workdir / "features" / extractor
+    return folder / json.loads((folder / "stores.json").read_text())[extractor]
+
+
+# --------------------------------------------------------------------------------------------- embed
+def _embed_stage(cfg: WorkflowConfig) -> Stage:
+    step = cfg.embed
+
+    def run(ctx: StageContext) -> None:
+        from model.data.embeddings import glove_vectors, minilm_vectors, save_vector_dict
+
+        workdir = ctx.workdir
+        classes = pd.read_csv(workdir / CLASSES)
+        texts = classes[step.text].astype(str).tolist()
+        vectors = minilm_vectors(texts) if step.encoder == "minilm" else glove_vectors(texts)
+        save_vector_dict(vectors, workdir / EMBEDDINGS)
+        name_map = pd.DataFrame({"original": classes["name"], "manual": texts})
+        atomic_write_text(workdir / NAME_MAP, name_map.to_csv(index=False))
+        log.info("embedded %d class texts with %s", len(texts), step.encoder)
+
+    return Stage("embed", run, step.to_dict(), ("data",), (EMBEDDINGS, NAME_MAP), ("model.data.embeddings",))
+
+
+# --------------------------------------------------------------------------------------------- train
+def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
+    train_cfg = cfg.train.models[name]
+    out = f"runs/{name}"
+
+    def run(ctx: StageContext) -> None:
+        from model.api import load_gzsl_data, train_and_evaluate
+        from model.config import DataConfig
+
+        workdir = ctx.workdir
+        if cfg.kind == "published":
+            data_cfg = cfg.published
+        else:
+            data_cfg = DataConfig(
+                source="stores",
+                audio_store=str(store_path(workdir, cfg.extract.audio.name)),
+                visual_store=str(store_path(workdir, cfg.extract.visual.name)),
+                manifest=str(workdir / MANIFEST),
+                embeddings="w2v",
+                embedding_path=str(workdir / EMBEDDINGS),
+                name_map_csv=str(workdir / NAME_MAP),
+            )
+        run_dir = ctx.resumable_dir(out)
+        metrics = train_and_evaluate(train_cfg, load_gzsl_data(data_cfg), run_dir)
+        _label_random_features(cfg, run_dir / "metrics.json", metrics)
+
+    if cfg.kind == "published":
+        deps: tuple[str, ...] = ()
+        params = {"train": train_cfg.to_dict(), "data": cfg.published.to_dict()}
+    else:
+        deps = (f"extract:{cfg.extract.audio.name}", f"extract:{cfg.extract.visual.name}", "embed")
+        params = {"train": train_cfg.to_dict()}
+    return Stage(f"train:{name}", run, params, deps, (f"{out}/metrics.json",), ("model",))
+
+
+def _label_random_features(cfg: WorkflowConfig, metrics_path: Path, metrics: dict) -> None:
+    """Results from randomly initialised extractors say so wherever they are shown."""
+    if cfg.kind != "videos":
+        return
+    random = [c.name for c in (cfg.extract.visual, cfg.extract.audio) if c.weights == "random"]
+    if random:
+        note = f"features from RANDOMLY INITIALISED extractors ({', '.join(random)}): not pretrained features"
+        metrics.setdefault("notes", []).append(note)
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- report
+def _report_stage(cfg: WorkflowConfig, train_stages: list[str]) -> Stage:
+    def run(ctx: StageContext) -> None:
+        from pipeline.report import load_run, write_report
+
+        workdir = ctx.workdir
+        runs = [load_run(workdir / "runs" / stage.split(":", 1)[1]) for stage in train_stages]
+        write_report(runs, workdir / "report", title=f"avzsl: {cfg.name}")
+
+    return Stage("report", run, {}, tuple(train_stages), (REPORT, "report/report.md"), ("pipeline.report",))
+
+
+def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)

@@ -1,0 +1,127 @@
+"""The workflow file (``workflows/*.yaml``): where the videos come from, what to extract, what to train.
+
+One typed model; ``avzsl run WORKFLOW --set key=value`` overrides any key (``train.models.daan.epochs=5``).
+Relative paths in a workflow file are resolved against the current directory, like any CLI path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from model.config import DataConfig, TrainConfig
+from pipeline.config import ConfigModel
+from pipeline.synth.dataset import SynthConfig
+
+
+class VideoSource(ConfigModel):
+    """Videos with labels plus a class split (which classes are seen, unseen in validation, unseen at test)."""
+
+    source: Literal["synth", "folder", "csv", "manifest"] = "synth"
+    path: str | None = Field(None, description="folder (one sub-folder per class), CSV or manifest parquet")
+    classes: str | None = Field(
+        None,
+        description="CSV with columns name, role (seen | val_unseen | test_unseen), optional description; "
+        "not needed when the manifest already has a split column",
+    )
+    synth: SynthConfig = SynthConfig()
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> VideoSource:
+        if self.source != "synth" and not self.path:
+            raise ValueError(f"data.videos.path is required when data.videos.source is {self.source!r}")
+        return self
+
+
+class ExtractorChoice(ConfigModel):
+    name: str
+    weights: str = Field("random", description="local checkpoint path, or 'random' (explicit, labelled)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="builder options, e.g. {fps: 1, pooling: mean}"
+    )
+
+
+class ExtractStep(ConfigModel):
+    """Which extractors run and where; ``audio`` and ``visual`` are the ones training uses."""
+
+    visual: ExtractorChoice = ExtractorChoice(name="c3d")
+    audio: ExtractorChoice = ExtractorChoice(name="vggish")
+    extra: list[ExtractorChoice] = Field(
+        default_factory=list, description="more stores, not used for training"
+    )
+    mode: Literal["clean", "benchmark"] = "clean"
+    cluster: str = "local"
+    workers: int | None = None
+    device: str = "cpu"
+    shard_size: int = 8
+    batch_size: int = 32
+
+    def all(self) -> list[ExtractorChoice]:
+        return [self.visual, self.audio, *self.extra]
+
+
+class EmbedStep(ConfigModel):
+    """Class-name embeddings for user and synthetic data (published benchmarks bring their own)."""
+
+    encoder: Literal["minilm", "glove"] = "minilm"
+    text: Literal["description", "name"] = Field("description", description="what is embedded per class")
+
+
+class TrainStep(ConfigModel):
+    models: dict[str, TrainConfig] = Field(default_factory=lambda: {"daan": TrainConfig(model="daan")})
+
+
+class WorkflowConfig(ConfigModel):
+    """A whole job: kind ``videos`` runs data/probe/extract/embed/train/report; ``published`` trains on the
+    published AV-GZSL features described by ``published``.
+
+    ``base`` names a bundled benchmark config (``model/configs``): its ``data`` section is the default of
+    ``published`` and its ``train`` section the default of every model, so the published hyper-parameters
+    live in one place and a workflow only states what differs (``model: daan``).
+    """
+
+    base: str | None = None
+    name: str = "workflow"
+    workdir: str = "runs/workflow"
+    kind: Literal["videos", "published"] = "videos"
+    stages: list[Literal["data", "probe", "extract", "embed", "train", "report"]] | None = Field(
+        None, description="default: every stage of the kind"
+    )
+    videos: VideoSource = VideoSource()
+    published: DataConfig = DataConfig()
+    extract: ExtractStep = ExtractStep()
+    embed: EmbedStep = EmbedStep()
+    train: TrainStep = TrainStep()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_base(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("base"):
+            return data
+        from model.api import resolve_config
+        from model.config import RunConfig
+
+        base = RunConfig.from_yaml(resolve_config(data["base"])).to_dict()
+        merged = dict(data)
+        merged["published"] = deep_merge(base["data"], data.get("published") or {})
+        train = dict(data.get("train") or {})
+        models = train.get("models") or {"daan": {"model": "daan"}}
+        train["models"] = {
+            name: deep_merge(base["train"], overrides or {}) for name, overrides in models.items()
+        }
+        merged["train"] = train
+        return merged
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied recursively (overrides win)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out

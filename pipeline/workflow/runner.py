@@ -1,0 +1,55 @@
+"""Load a workflow file, apply overrides, and run its stages (what ``avzsl run`` and ``avzsl demo`` call)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline.provenance import write_run_info
+from pipeline.workflow.build import SharedCluster, build_stages
+from pipeline.workflow.config import WorkflowConfig
+from pipeline.workflow.stages import RunSummary, StageRunner
+
+log = logging.getLogger("avzsl.workflow")
+
+WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "workflows"
+
+
+def resolve_workflow(name_or_path: str) -> Path:
+    """A workflow file path, or the name of one in ``workflows/`` (``demo``, ``full``, ``ucf_cls`` ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (
+        WORKFLOW_DIR / f"{name_or_path}.yaml",
+        WORKFLOW_DIR / "benchmarks" / f"{name_or_path}.yaml",
+    ):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in WORKFLOW_DIR.rglob("*.yaml"))
+    raise FileNotFoundError(f"workflow {name_or_path!r}: no such file and not one of {', '.join(known)}")
+
+
+def load_workflow(name_or_path: str, overrides: list[str] | None = None) -> WorkflowConfig:
+    config = WorkflowConfig.from_yaml(resolve_workflow(name_or_path))
+    return config.with_overrides(overrides) if overrides else config
+
+
+def run_workflow(
+    config: WorkflowConfig, only: list[str] | None = None, start: str | None = None, force: bool = False
+) -> RunSummary:
+    workdir = Path(config.workdir)
+    write_run_info(workdir, config)
+    cluster = SharedCluster(config)
+    try:
+        runner = StageRunner(workdir, build_stages(config, cluster))
+        summary = runner.run(only=only, start=start, force=force)
+    finally:
+        cluster.close()
+    log.info(
+        "workflow %s: ran %s; skipped %s",
+        config.name,
+        ", ".join(summary.ran) or "nothing",
+        ", ".join(summary.skipped) or "nothing",
+    )
+    return summary

@@ -1,0 +1,85 @@
+"""Guarded decoding in a child process: same frames as in-process, typed outcomes, a hang is cut off."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.decode import Outcome, iter_frames, open_guarded, read_audio
+from pipeline.synth.faults import make_fault_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_fault_corpus(tmp_path_factory.mktemp("faults"))
+
+
+@pytest.mark.parametrize(("backend", "transport"), [("pyav", "shm"), ("decord", "shm"), ("pyav", "pipe")])
+def test_child_streams_the_same_frames_and_audio(corpus, backend, transport):
+    path = corpus["vfr"]
+    expected = np.concatenate([c.frames for c in iter_frames(path, fps=25.0)])
+    with open_guarded(
+        path, fps=25.0, chunk_frames=8, want_audio=True, backend=backend, timeout_s=60, transport=transport
+    ) as decode:
+        clip = decode.audio()
+        chunks = list(decode.frames())
+    assert decode.report.outcome is Outcome.OK and decode.audio_report.outcome is Outcome.OK
+    assert max(len(c) for c in chunks) == 8 and decode.report.frames_decoded == len(expected)
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), expected)
+    assert np.array_equal(clip.samples, read_audio(path).samples)
+
+
+def test_hang_is_killed_and_frames_so_far_are_kept(corpus):
+    started = time.monotonic()
+    with open_guarded(corpus["ok"], chunk_frames=4, backend="hang-test", timeout_s=1.5) as decode:
+        chunks = list(decode.frames())
+        assert not decode._process.is_alive()
+    assert decode.report.outcome is Outcome.TIMEOUT and "killed" in decode.report.error
+    assert sum(len(c) for c in chunks) == 8 == decode.report.frames_decoded  # hang-test stops after 8 frames
+    expected = np.concatenate([c.frames for c in iter_frames(corpus["ok"], end_s=8 / 25)])
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), expected)
+    assert time.monotonic() - started < 60  # returned at all (the child alone would never end)
+
+
+@pytest.mark.parametrize(
+    ("kind", "video", "audio"),
+    [
+        ("truncated", Outcome.PARTIAL, Outcome.PARTIAL),
+        ("no_audio", Outcome.OK, Outcome.NO_AUDIO),
+        ("random_bytes", Outcome.UNDECODABLE, Outcome.UNDECODABLE),
+        ("no_video", Outcome.NO_VIDEO, Outcome.OK),
+    ],
+)
+def test_faults_become_reports_not_exceptions(corpus, kind, video, audio):
+    with open_guarded(corpus[kind], want_audio=True, timeout_s=60) as decode:
+        clip = decode.audio()
+        frames = sum(len(c) for c in decode.frames())
+    assert decode.report.outcome is video, decode.report.error
+    assert decode.audio_report.outcome is audio, decode.audio_report.error
+    assert (clip is None) == (audio in (Outcome.NO_AUDIO, Outcome.UNDECODABLE))
+    assert (frames > 0) == (video in (Outcome.OK, Outcome.PARTIAL))
+
+
+def test_closing_early_stops_the_child(corpus):
+    decode = open_guarded(corpus["ok"], chunk_frames=2, prefetch_chunks=1, timeout_s=60)
+    first = next(decode.frames())
+    decode.close()
+    assert len(first) == 2 and not decode._process.is_alive()
+
+
+def test_concurrent_decodes_from_threads(corpus):
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    main_module = sys.modules["__main__"]
+
+    def decode(kind):
+        with open_guarded(corpus[kind], chunk_frames=8, timeout_s=60) as guarded:
+            return sum(len(c) for c in guarded.frames()), guarded.report.outcome
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(decode, ["ok", "vfr", "no_audio", "ok"]))
+    assert results == [(50, Outcome.OK), (40, Outcome.OK), (50, Outcome.OK), (50, Outcome.OK)]
+    assert sys.modules["__main__"] is main_module  # the start-time swap is always undone

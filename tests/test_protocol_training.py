@@ -1,0 +1,236 @@
+"""The two-stage protocol end to end: AVCA and DAAN learn a synthetic AV benchmark well above chance on
+unseen classes, an interrupted run resumes to the same numbers, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from model.api import evaluate_run, train_and_evaluate
+from model.config import TrainConfig
+from model.data.synthetic import make_synthetic
+from pipeline.cli import main as cli_main
+from pipeline.config import ConfigError
+
+MODEL = {
+    "token_dim": 48,
+    "encoder_hidden": 64,
+    "projector_hidden": 48,
+    "dim_out": 16,
+    "heads": 2,
+    "dim_head": 16,
+    "mlp_dim": 32,
+    "embedding_dropout": 0.1,
+    "decoder_dropout": 0.1,
+    "additional_dropout": 0.1,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(model: str, **kw) -> TrainConfig:
+    base = {
+        "model": model,
+        "avca": MODEL,
+        "epochs": 4,
+        "batches_per_epoch": 25,
+        "batch_size": 64,
+        "device": "cpu",
+    }
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    # 20 classes: 12 seen, 4 stage-1 unseen (stage-2 seen), 4 test-unseen
+    return make_synthetic(seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["avca", "daan"])
+def test_models_learn_unseen_classes_well_above_chance(synthetic, tmp_path, model):
+    metrics = train_and_evaluate(config(model), synthetic, tmp_path)
+    chance = metrics["chance"]
+    assert chance["U"] == pytest.approx(100 / 20) and chance["ZSL"] == pytest.approx(100 / 4)
+    test = metrics["test"]
+    assert test["U"] > 5 * chance["U"], test  # GZSL on unseen: > 25 % vs 5 % chance
+    assert test["HM"] > 5 * chance["U"], test
+    assert test["ZSL"] > 2 * chance["ZSL"], test
+    # outputs of the protocol
+    for name in (
+        "config.yaml",
+        "versions.json",
+        "epochs.jsonl",
+        "metrics.json",
+        "stage1/best.pt",
+        "stage2/final.pt",
+    ):
+        assert (tmp_path / name).is_file(), name
+    lines = [json.loads(x) for x in (tmp_path / "epochs.jsonl").read_text().splitlines()]
+    best = metrics["stage1"]["best_epoch"]
+    assert [r["stage"] for r in lines] == ["stage1"] * 4 + ["stage2"] * (best + 1)
+    assert best == max(range(4), key=lambda e: (lines[e]["val_HM"], -e))  # first epoch with the best val HM
+    assert metrics["beta"]["beta_test"] == pytest.approx(metrics["beta"]["beta_val"] + 1e-10, abs=0)
+    assert len(metrics["beta"]["val_curve"]) == 16
+    assert set(metrics["per_class"]["gzsl"]) == set(metrics["per_class"]["seen"]) | set(
+        metrics["per_class"]["unseen"]
+    )
+    if model == "daan":
+        assert {"k_audio", "k_visual", "frac_visual_modulated"} <= set(lines[0])
+    assert len(list((tmp_path / "stage1" / "checkpoints").glob("epoch_*.pt"))) == 2  # keep_checkpoints
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [("stage1", 1), ("stage2", 0)])
+def test_interrupted_run_resumes_to_identical_metrics(synthetic, tmp_path, where):
+    cfg = config("daan", epochs=3, batches_per_epoch=6, batch_size=32)
+    full = train_and_evaluate(cfg, synthetic, tmp_path / "full")
+
+    def stop(stage: str, epoch: int, record: dict) -> None:
+        if (stage, epoch) == where:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(cfg, synthetic, tmp_path / "cut", callback=stop)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    resumed = train_and_evaluate(cfg, synthetic, tmp_path / "cut")
+    assert resumed["test"] == full["test"]
+    assert resumed["beta"] == full["beta"]
+    full_log = (tmp_path / "full" / "epochs.jsonl").read_text()
+    assert (tmp_path / "cut" / "epochs.jsonl").read_text() == full_log
+    with pytest.raises(ConfigError, match="different config"):
+        train_and_evaluate(cfg.with_overrides(["lr=0.01"]), synthetic, tmp_path / "cut")
+
+
+@pytest.mark.slow
+def test_cli_train_and_evaluate_synthetic(tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = [
+        "data.source=synthetic",
+        "train.model=daan",
+        "train.epochs=2",
+        "train.batches_per_epoch=5",
+        "train.batch_size=32",
+        "train.device=cpu",
+        f"train.avca={json.dumps(MODEL)}",
+    ]
+    args = ["train", "--config", "ucf_main", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "daan" in printed and "HM" in printed and "ZSL" in printed
+    run_cfg = yaml.safe_load((out / "run.yaml").read_text())
+    assert run_cfg["data"]["source"] == "synthetic" and run_cfg["train"]["model"] == "daan"
+    assert cli_main(["evaluate", "--run", str(out)]) == 0
+    stored = capsys.readouterr().out
+    assert (
+        cli_main(
+            ["evaluate", "--run", str(out), "--set", "data.synthetic.seed=0", "--out", str(tmp_path / "ev")]
+        )
+        == 0
+    )
+    again = capsys.readouterr().out
+    assert again.splitlines()[1] == stored.splitlines()[1]  # same data, same model, same beta -> same row
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["test"] == evaluate_run(out)["test"]
+
+
+def test_cli_reports_missing_data_root(tmp_path, capsys):
+    assert cli_main(["train", "--config", "vggsound_cls", "--out", str(tmp_path / "x")]) == 2
+    assert "data.root" in capsys.readouterr().err
+
+
+def test_bundled_configs_hold_published_hyperparameters():
+    from model.api import bundled_configs, resolve_config
+    from model.config import RunConfig
+
+    assert bundled_configs() == sorted(
+        f"{d}_{s}" for d in ("activitynet", "ucf", "vggsound") for s in ("cls", "main")
+    )
+    vgg_main = RunConfig.from_yaml(resolve_config("vggsound_main"))
+    assert vgg_main.train.batch_size == 64 and vgg_main.train.avca.embedding_dropout == 0.0
+    ucf_cls = RunConfig.from_yaml(resolve_config("ucf_cls"))
+    assert ucf_cls.train.avca.bn_momentum == 0.99 and ucf_cls.train.avca.additional_dropout == 0.5
+    assert ucf_cls.data.dataset == "UCF" and ucf_cls.data.setting == "cls"
+    assert ucf_cls.train.epochs == 50 and ucf_cls.train.batches_per_epoch == 500 and ucf_cls.train.lr == 1e-3
+
+
+@pytest.mark.slow
+def test_cli_on_published_layout(avgzsl_root, tmp_path, capsys):
+    from test_model_data import write_ucf_layout
+
+    feats = write_ucf_layout(avgzsl_root, tmp_path / "feats", temporal=False)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        "ucf_cls",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={avgzsl_root}",
+        "--set",
+        f"data.features_dir={feats}",
+        "--set",
+        "data.indexing=published",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batches_per_epoch=3",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        f"train.avca={json.dumps(MODEL)}",
+    ]
+    with pytest.warns(UserWarning, match="published"):
+        assert cli_main(args) == 0
+    assert "avca" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["per_class"]["unseen"]) == 6 and len(metrics["per_class"]["seen"]) == 42
+    assert metrics["data"]["indexing"] == "published"
+    assert Path(out / "versions.json").is_file()
+
+
+def test_stage1_only_run_reports_validation_numbers(synthetic, tmp_path):
+    from model.api import format_table
+
+    cfg = config("avca", epochs=1, batches_per_epoch=3, batch_size=16, stages="stage1", cpu_threads=1)
+    torch.set_num_threads(2)
+    try:
+        metrics = train_and_evaluate(cfg, synthetic, tmp_path)
+        assert torch.get_num_threads() == 2  # the run's thread setting does not leak
+    finally:
+        torch.set_num_threads(1)
+    assert "test" not in metrics and not (tmp_path / "stage2").exists()
+    assert "val (stage 1 only)" in format_table(metrics)
+    assert evaluate_run(tmp_path) == metrics
+    with pytest.raises(ConfigError, match="stage-1-only"):
+        evaluate_run(tmp_path, synthetic)
+
+
+def test_stage2_replays_stage1_learning_rates(synthetic, tmp_path):
+    from model.protocol import _run_stage
+
+    cfg = config("avca", epochs=3, batches_per_epoch=2, batch_size=16, stage2_lr_schedule="replay")
+    history = {"stage1": [], "stage2": []}
+    replay = [1e-3, 1e-4, 1e-5]
+    _run_stage("stage2", 2, cfg, synthetic, "train_val", 3, tmp_path, history, None, replay)
+    assert [r["lr"] for r in history["stage2"]] == replay
