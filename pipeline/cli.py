@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     if args.verbose < 2:  # Dask's own INFO lines (nannies starting, comms opening) drown ours
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by distributed at import
         for noisy in ("distributed", "bokeh", "tornado", "httpx", "huggingface_hub"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):

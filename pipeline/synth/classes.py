@@ -120,7 +120,8 @@ def _pick(
     """Pick ``n`` new combinations in candidate order, preferring ones whose visual and audio triples are unused.
 
     With ``cover`` each pick is the one showing the most attribute values not yet shown (greedy set cover),
-    so seen classes cover every value in use; it is an error if they cannot.
+    so seen classes cover every value in use; it is an error if they cannot. Without it, each pick is the
+    first one differing most from those already picked (max-min attribute differences).
     """
     used = set(taken)
     used_visual = {c[:_N_VISUAL] for c in taken}
@@ -132,7 +133,10 @@ def _pick(
         strict = [
             c for c in pool if c[:_N_VISUAL] not in used_visual and c[_N_VISUAL:] not in used_audio
         ] or pool
-        best = max(strict, key=lambda c: len(uncovered.intersection(enumerate(c)))) if cover else strict[0]
+        if cover:
+            best = max(strict, key=lambda c: len(uncovered.intersection(enumerate(c))))
+        else:  # unseen classes as unlike each other as possible, so each one is recognisable among them
+            best = max(strict, key=lambda c: min((_differences(c, p) for p in picked), default=0))
         picked.append(best)
         used.add(best)
         used_visual.add(best[:_N_VISUAL])
@@ -143,3 +147,7 @@ def _pick(
         missing = sorted(f"{names[i]}={v}" for i, v in uncovered)
         raise ValueError(f"seen classes cannot show attribute values {missing}; use more classes")
     return picked
+
+
+def _differences(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    return sum(x != y for x, y in zip(a, b, strict=True))

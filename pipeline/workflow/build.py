@@ -209,7 +209,8 @@ def _probe_stage() -> Stage:
 # --------------------------------------------------------------------------------------------- extract
 def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: SharedCluster) -> Stage:
     step = cfg.extract
-    out = f"features/{choice.name}"
+    key = choice.key or choice.name
+    out = f"features/{key}"
 
     def run(ctx: StageContext) -> None:
         from pipeline.extract_job import ExtractConfig, format_summary, run_extract
@@ -245,7 +246,7 @@ def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: Shared
     }
     external = None if choice.weights == "random" else (lambda: files_fingerprint([Path(choice.weights)]))
     return Stage(
-        f"extract:{choice.name}",
+        f"extract:{key}",
         run,
         params,
         ("data", "probe"),
@@ -255,9 +256,9 @@ def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: Shared
     )
 
 
-def store_path(workdir: Path, extractor: str) -> Path:
-    folder = workdir / "features" / extractor
-    return folder / json.loads((folder / "stores.json").read_text())[extractor]
+def store_path(workdir: Path, choice: ExtractorChoice) -> Path:
+    folder = workdir / "features" / (choice.key or choice.name)
+    return folder / json.loads((folder / "stores.json").read_text())[choice.name]
 
 
 # --------------------------------------------------------------------------------------------- embed
@@ -294,8 +295,8 @@ def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
         else:
             data_cfg = DataConfig(
                 source="stores",
-                audio_store=str(store_path(workdir, cfg.extract.audio.name)),
-                visual_store=str(store_path(workdir, cfg.extract.visual.name)),
+                audio_store=str(store_path(workdir, cfg.extract.audio)),
+                visual_store=str(store_path(workdir, cfg.extract.visual)),
                 manifest=str(workdir / MANIFEST),
                 embeddings="w2v",
                 embedding_path=str(workdir / EMBEDDINGS),
@@ -309,7 +310,8 @@ def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
         deps: tuple[str, ...] = ()
         params = {"train": train_cfg.to_dict(), "data": cfg.published.to_dict()}
     else:
-        deps = (f"extract:{cfg.extract.audio.name}", f"extract:{cfg.extract.visual.name}", "embed")
+        audio, visual = (c.key or c.name for c in (cfg.extract.audio, cfg.extract.visual))
+        deps = (f"extract:{audio}", f"extract:{visual}", "embed")
         params = {"train": train_cfg.to_dict()}
     return Stage(f"train:{name}", run, params, deps, (f"{out}/metrics.json",), ("model",))
 

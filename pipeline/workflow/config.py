@@ -37,6 +37,11 @@ class VideoSource(ConfigModel):
 
 class ExtractorChoice(ConfigModel):
     name: str
+    key: str | None = Field(
+        None,
+        description="stage and folder name; default the extractor name (set it to "
+        "run one extractor twice with different options)",
+    )
     weights: str = Field("random", description="local checkpoint path, or 'random' (explicit, labelled)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="builder options, e.g. {fps: 1, pooling: mean}"
@@ -60,6 +65,16 @@ class ExtractStep(ConfigModel):
 
     def all(self) -> list[ExtractorChoice]:
         return [self.visual, self.audio, *self.extra]
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> ExtractStep:
+        keys = [c.key or c.name for c in self.all()]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(
+                f"extractor key(s) {duplicates} used twice; give each extra extractor its own key"
+            )
+        return self
 
 
 class EmbedStep(ConfigModel):
