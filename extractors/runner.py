@@ -4,11 +4,13 @@ Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
   (a killable child process with a time limit): audio once at the audio extractors' rate, frames once at the
   visual extractors' common fps (or at the native rate, resampled by PTS per extractor when rates differ).
-  Frames are cut into windows as they stream in and sent, with the video's final status, through a queue
+  Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
+  (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
+  (measured in benchmarks/extract.py). Prepared inputs and each video's final status go through a queue
   bounded in bytes, so decoding runs ahead of inference but memory stays bounded.
-- The calling thread preprocesses each arriving group of windows on the model's device (``prepare``), pools
-  prepared inputs per extractor across videos and runs the model on full batches of ``batch_size``; only
-  the last, partial batches run once every decode has finished.
+- The calling thread only pools prepared inputs per extractor across videos and runs the model on full
+  batches of ``batch_size``; the last, partial batches run as soon as every decode thread has said it has
+  finished (no polling).
 - Each video yields one :class:`ExtractedFeatures` per extractor as soon as all its rows are embedded.
   Failures are typed per video and per extractor (``no_audio`` leaves visual extractors untouched,
   ``too_short`` when not one window fits, ``partial`` keeps what was decoded); none stops the batch.
@@ -16,6 +18,7 @@ Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -55,16 +58,23 @@ class ExtractedFeatures:
 
 
 @dataclass
-class _Windows:
+class _Prepared:
     job: int
     ext: int
-    windows: list[Window]
+    inputs: torch.Tensor  # prepared model inputs (B, ...) on the device
+    start_s: list[float]
+    end_s: list[float]
 
 
 @dataclass
 class _Done:
     job: int
     statuses: dict[int, tuple[Outcome, str | None]]  # extractor index -> outcome, reason
+
+
+@dataclass
+class _WorkerExit:
+    """A decode thread has no more jobs; the consumer stops once every thread has sent one."""
 
 
 class _Stop(Exception):
@@ -101,10 +111,6 @@ class ByteQueue:
             self._bytes -= nbytes
             self._cond.notify_all()
             return item
-
-    def empty(self) -> bool:
-        with self._cond:
-            return not self._items
 
     def stop(self) -> None:
         with self._cond:
@@ -167,7 +173,9 @@ def extract_videos(
         thread.start()
     batcher = _Batcher(extractors, batch_size)
     try:
-        yield from batcher.run(queue, threads, job_list)
+        yield from batcher.run(queue, len(threads), job_list)
+        if source.error is not None:
+            raise source.error
     finally:
         queue.stop()
         for thread in threads:
@@ -181,10 +189,17 @@ class _JobSource:
         self._iter = iter(jobs)
         self._lock = threading.Lock()
         self.jobs = job_list
+        self.error: Exception | None = None  # raised by the job iterable; re-raised to the caller at the end
 
     def next(self) -> tuple[int, VideoJob] | None:
         with self._lock:
-            job = next(self._iter, None)
+            if self.error is not None:
+                return None
+            try:
+                job = next(self._iter, None)
+            except Exception as err:  # e.g. an unreadable manifest: finish what started, then tell the caller
+                self.error = err
+                return None
             if job is None:
                 return None
             self.jobs.append(job)
@@ -206,18 +221,28 @@ def _decode_worker(source: _JobSource, extractors, plan: _Plan, queue: ByteQueue
             queue.put(_Done(index, statuses), 0)
     except _Stop:
         return
+    finally:  # also when the job iterable raises, so the consumer never waits for a dead thread
+        with contextlib.suppress(_Stop):
+            queue.put(_WorkerExit(), 0)
 
 
 def _decode_one(index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float):
-    """Decode one video once, stream its windows into ``queue``; return the status per extractor."""
+    """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
     counts = dict.fromkeys(range(len(extractors)), 0)
+    failed: dict[int, tuple[Outcome, str | None]] = {}  # extractor index -> preprocessing failure
 
     def send(ext: int, windows: list[Window]) -> None:
-        if windows:
-            counts[ext] += len(windows)
-            queue.put(
-                _Windows(index, ext, windows), sum(w.data.numel() * w.data.element_size() for w in windows)
-            )
+        if not windows or ext in failed:
+            return
+        counts[ext] += len(windows)
+        try:
+            inputs = extractors[ext].prepare(windows)
+        except Exception as err:  # e.g. a frame size the preprocessing cannot handle: this video only
+            log.warning("preprocessing failed for %s (%s): %s", job.video_id, extractors[ext].spec.name, err)
+            failed[ext] = (Outcome.UNDECODABLE, f"preprocessing failed: {type(err).__name__}: {err}")
+            return
+        item = _Prepared(index, ext, inputs, [w.start_s for w in windows], [w.end_s for w in windows])
+        queue.put(item, inputs.numel() * inputs.element_size())
 
     statuses: dict[int, tuple[Outcome, str | None]] = {}
     # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
@@ -259,7 +284,7 @@ def _decode_one(index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQ
                 send(ext, windower.flush())
             for ext in plan.visual:
                 statuses[ext] = _final_status(decode.report, counts[ext], extractors[ext], None)
-    return statuses
+    return statuses | failed
 
 
 def _final_status(report: DecodeReport, rows: int, extractor: Extractor, audio_s: float | None):
@@ -284,12 +309,11 @@ class _VideoState:
     starts: dict[int, list[float]] = field(default_factory=dict)
     ends: dict[int, list[float]] = field(default_factory=dict)
     pending: dict[int, int] = field(default_factory=dict)  # prepared rows not yet through the model
-    errors: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
     done: _Done | None = None
 
 
 class _Batcher:
-    """The consumer: prepares arriving windows on the device, runs full cross-video batches, emits videos."""
+    """The consumer: pools prepared inputs, runs full cross-video batches on the device, emits videos."""
 
     def __init__(self, extractors: Sequence[Extractor], batch_size: int):
         self.extractors = extractors
@@ -297,18 +321,16 @@ class _Batcher:
         self.pending: dict[int, list[tuple[int, torch.Tensor]]] = {i: [] for i in range(len(extractors))}
         self.videos: dict[int, _VideoState] = {}
 
-    def run(self, queue: ByteQueue, threads: list[threading.Thread], jobs: list[VideoJob]):
-        while True:
-            item = queue.get(timeout=0.05)
-            if item is None:  # partial batches wait for more videos until every decode has finished
-                if not any(t.is_alive() for t in threads) and queue.empty():
-                    break
+    def run(self, queue: ByteQueue, workers: int, jobs: list[VideoJob]):
+        while workers:  # partial batches wait for more videos until every decode thread has exited
+            item = queue.get(timeout=1.0)
+            if item is None or isinstance(item, _WorkerExit):
+                workers -= item is not None
                 continue
-            if isinstance(item, _Windows):
+            if isinstance(item, _Prepared):
                 self._add(item)
-                for ext in range(len(self.extractors)):
-                    if sum(len(x) for _, x in self.pending[ext]) >= self.batch_size:
-                        self._run(ext, full_only=True)
+                if sum(len(x) for _, x in self.pending[item.ext]) >= self.batch_size:
+                    self._run(item.ext, full_only=True)
             else:
                 assert isinstance(item, _Done)
                 self.videos.setdefault(item.job, _VideoState()).done = item
@@ -317,25 +339,12 @@ class _Batcher:
             self._run(ext, full_only=False)
         yield from self._emit_ready(jobs)
 
-    def _add(self, item: _Windows) -> None:
+    def _add(self, item: _Prepared) -> None:
         state = self.videos.setdefault(item.job, _VideoState())
-        if item.ext in state.errors:
-            return
-        try:
-            prepared = self.extractors[item.ext].prepare(item.windows)
-        except Exception as err:  # e.g. a frame size the preprocessing cannot handle: this video only
-            log.warning(
-                "preprocessing failed for job %d (%s): %s", item.job, self.extractors[item.ext].spec.name, err
-            )
-            state.errors[item.ext] = (
-                Outcome.UNDECODABLE,
-                f"preprocessing failed: {type(err).__name__}: {err}",
-            )
-            return
-        state.starts.setdefault(item.ext, []).extend(w.start_s for w in item.windows)
-        state.ends.setdefault(item.ext, []).extend(w.end_s for w in item.windows)
-        state.pending[item.ext] = state.pending.get(item.ext, 0) + len(item.windows)
-        self.pending[item.ext].append((item.job, prepared))
+        state.starts.setdefault(item.ext, []).extend(item.start_s)
+        state.ends.setdefault(item.ext, []).extend(item.end_s)
+        state.pending[item.ext] = state.pending.get(item.ext, 0) + len(item.inputs)
+        self.pending[item.ext].append((item.job, item.inputs))
 
     def _run(self, ext: int, full_only: bool) -> None:
         """Run the model on pending inputs of ``ext`` in slices of batch_size (keeping a partial remainder)."""
@@ -369,11 +378,11 @@ class _Batcher:
 
     def _result(self, job: VideoJob, ext: int, extractor: Extractor, state: _VideoState) -> ExtractedFeatures:
         assert state.done is not None
-        status, reason = state.errors.get(ext) or state.done.statuses.get(
+        status, reason = state.done.statuses.get(
             ext, (Outcome.UNDECODABLE, "no status recorded for this extractor")
         )
         rows = state.rows.get(ext)
-        if not rows or ext in state.errors:
+        if not rows or status not in (Outcome.OK, Outcome.PARTIAL):
             return ExtractedFeatures(job.video_id, extractor.spec.name, status, reason, None, None, None)
         features = extractor.finalize(np.concatenate(rows))
         return ExtractedFeatures(

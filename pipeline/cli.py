@@ -24,6 +24,18 @@ class UsageError(Exception):
     """Bad command-line usage (exit status 2), as opposed to a failure while doing the work."""
 
 
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The ``--set KEY=VALUE`` option every config-driven command shares (``ConfigModel.with_overrides``)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key, e.g. {example} (repeatable)",
+    )
+
+
 def command_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 

@@ -61,3 +61,19 @@ def test_chunks_are_bounded_and_fresh(long_clip):
     first, second = next(chunks), next(chunks)
     assert first.frames.shape == (7, HEIGHT, WIDTH, 3) and len(second) == 7
     assert not np.shares_memory(first.frames, second.frames)  # a consumer may keep a chunk safely
+
+
+def test_chunk_buffers_are_shared_across_videos_but_kept_chunks_stay_intact(long_clip):
+    import weakref
+
+    from pipeline.decode import iter_frames
+
+    kept = next(iter_frames(long_clip, chunk_frames=5, end_s=0.2))  # 5 frames of one decode, held
+    expected = kept.frames.copy()
+    first = next(iter_frames(long_clip, chunk_frames=5, start_s=1.0, end_s=1.2))  # a later decode, dropped
+    assert not np.shares_memory(first.frames, kept.frames)
+    released = weakref.ref(first.frames.base)
+    del first
+    again = next(iter_frames(long_clip, chunk_frames=5, start_s=2.0, end_s=2.2))
+    assert released() is not None and again.frames.base is released()  # refilled, not faulted in afresh
+    assert np.array_equal(kept.frames, expected)  # the chunk still held was never written to

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -159,6 +160,45 @@ def test_typed_outcomes_never_stop_the_batch(corpus, tmp_path):
     for result in results.values():
         if result.status not in (Outcome.OK, Outcome.PARTIAL):
             assert result.features is None and result.reason
+
+
+class PickyVisual(FakeVisual):
+    """Preprocessing that refuses frames wider than 80 px; records which threads preprocess."""
+
+    def __init__(self):
+        super().__init__()
+        self.prepare_threads: set[str] = set()
+
+    def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
+        self.prepare_threads.add(threading.current_thread().name)
+        if windows[0].data.shape[2] > 80:
+            raise ValueError("frames wider than 80 px")
+        return super().prepare(windows)
+
+
+def test_preprocessing_runs_in_decode_threads_and_fails_per_video(clips, tmp_path):
+    wide = make_test_clip(tmp_path / "wide.mp4", seconds=1.0, width=96, height=48)
+    visual, audio = PickyVisual(), FakeAudio()
+    jobs = [VideoJob("narrow", str(clips[0])), VideoJob("wide", str(wide))]
+    results = _by_key(extract_videos(jobs, [visual, audio], batch_size=8, prefetch_videos=2))
+    assert visual.prepare_threads and all(t.startswith("avzsl-decode-") for t in visual.prepare_threads)
+    failed = results[("wide", "fake_visual")]
+    assert failed.status == Outcome.UNDECODABLE and "preprocessing failed" in failed.reason
+    assert failed.features is None
+    assert results[("wide", "fake_audio")].status == Outcome.OK  # the other extractor keeps its rows
+    assert results[("narrow", "fake_visual")].features.shape == (4, 3)
+
+
+def test_a_failing_job_list_finishes_started_videos_then_raises(clips):
+    def jobs():
+        yield VideoJob("first", str(clips[0]))
+        raise OSError("manifest unreadable")
+
+    results = []
+    with pytest.raises(OSError, match="manifest unreadable"):
+        for result in extract_videos(jobs(), [FakeAudio()], prefetch_videos=2):
+            results.append(result)
+    assert [(r.video_id, r.status) for r in results] == [("first", Outcome.OK)]
 
 
 def test_hanging_decode_times_out_and_keeps_audio(clips, monkeypatch):

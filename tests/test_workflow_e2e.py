@@ -42,8 +42,16 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_demo_produces_every_output(demo_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for path in ("data/manifest.parquet", "data/probe.parquet", "embeddings/classes.npz", "report/report.html",
-                 "report/report.md", "runs/daan/metrics.json", "runs/avca/metrics.json", "config.yaml"):
+    for path in (
+        "data/manifest.parquet",
+        "data/probe.parquet",
+        "embeddings/classes.npz",
+        "report/report.html",
+        "report/report.md",
+        "runs/daan/metrics.json",
+        "runs/avca/metrics.json",
+        "config.yaml",
+    ):
         assert (demo_run / path).is_file(), path
     stores = [json.loads((demo_run / "features" / n / "stores.json").read_text()) for n in ("vit", "vggish")]
     assert [list(s) for s in stores] == [["vit"], ["vggish"]]
@@ -62,17 +70,19 @@ def test_unchanged_workflow_runs_nothing(demo_run: Path) -> None:
 
 
 def test_changed_training_parameter_retrains_without_reextracting(demo_run: Path) -> None:
-    config = load_workflow("demo", [*TINY, f"workdir={demo_run}", "extract.cluster=none",
-                                    "train.models.avca.lr=0.002"])
+    config = load_workflow(
+        "demo", [*TINY, f"workdir={demo_run}", "extract.cluster=none", "train.models.avca.lr=0.002"]
+    )
     summary = run_workflow(config)
     assert summary.ran == ["train:avca", "report"]
     assert yaml.safe_load((demo_run / "runs" / "avca" / "config.yaml").read_text())["lr"] == 0.002
 
 
 def test_added_extractor_extracts_only_itself(demo_run: Path) -> None:
-    extra = 'extract.extra=[{name: vit, key: vit_cls, options: {fps: 1.0, pooling: cls}}]'
-    config = load_workflow("demo", [*TINY, f"workdir={demo_run}", "extract.cluster=none",
-                                    "train.models.avca.lr=0.002", extra])
+    extra = "extract.extra=[{name: vit, key: vit_cls, options: {fps: 1.0, pooling: cls}}]"
+    config = load_workflow(
+        "demo", [*TINY, f"workdir={demo_run}", "extract.cluster=none", "train.models.avca.lr=0.002", extra]
+    )
     summary = run_workflow(config)
     assert summary.ran == ["extract:vit_cls"]
     assert (demo_run / "features" / "vit_cls" / "stores.json").is_file()

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.cli import add_overrides_argument
 from pipeline.report import load_run, results_table
 from pipeline.workflow.runner import load_workflow, run_workflow
 
@@ -16,14 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="generate synthetic videos, extract, train DAAN + AVCA, report"
     )
     parser.add_argument("--out", help="output folder (default: demo-output)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of workflows/demo.yaml (repeatable)",
-    )
+    add_overrides_argument(parser, "train.models.daan.epochs=5 (keys of workflows/demo.yaml)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
     parser.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import UsageError
+from pipeline.cli import UsageError, add_overrides_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,14 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", required=True, type=Path, help="directory written by avzsl train")
     parser.add_argument("--data", help="run config YAML (or bundled name) whose data section to evaluate on")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the run's config, e.g. data.indexing=published",
-    )
+    add_overrides_argument(parser, "data.indexing=published")
     parser.add_argument(
         "--out", type=Path, help="where to write the re-evaluation (metrics.json + provenance)"
     )

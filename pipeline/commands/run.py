@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import UsageError
+from pipeline.cli import UsageError, add_overrides_argument
 from pipeline.workflow.runner import load_workflow, run_workflow
 from pipeline.workflow.stages import WorkflowError
 
@@ -12,14 +12,7 @@ from pipeline.workflow.stages import WorkflowError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run a workflow (workflows/*.yaml), skipping unchanged stages")
     parser.add_argument("workflow", help="a workflow YAML file, or the name of one in workflows/")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a workflow key, e.g. train.models.daan.epochs=5 (repeatable)",
-    )
+    add_overrides_argument(parser, "train.models.daan.epochs=5")
     parser.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
     parser.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and every later one")
     parser.add_argument("--force", action="store_true", help="re-run every stage")

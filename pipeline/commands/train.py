@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import UsageError
+from pipeline.cli import UsageError, add_overrides_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,14 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Re-running on the same --out resumes from the last checkpoint.",
     )
     parser.add_argument("--config", required=True, help="run config YAML or bundled config name")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. train.model=daan or data.root=/data/avgzsl (repeatable)",
-    )
+    add_overrides_argument(parser, "train.model=daan or data.root=PATH")
     parser.add_argument("--out", required=True, type=Path, help="output directory of the run")
     parser.set_defaults(func=run)
 
