@@ -36,3 +36,14 @@ def avgzsl_root(shared_data: Path) -> Path:
     if not (root / "UCF" / "class-split").is_dir():
         pytest.skip(f"AV-GZSL split files not found under {root}")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,13 +37,7 @@ FOLDERS = (
 A_DIM, V_DIM = 6, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_ucf_layout(avgzsl_root: Path, out: Path, temporal: bool, drop_video: str | None = None) -> Path:
