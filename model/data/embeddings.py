@@ -142,6 +142,28 @@ def class_embedding_matrix(
     return torch.from_numpy(np.stack([vectors[sorted_keys[c]] for c in range(len(class_names))]))
 
 
+def class_embeddings(
+    class_names: list[str],
+    kind: Literal["w2v", "minilm", "glove"],
+    path: str | Path | None = None,
+    name_map: dict[str, str] | None = None,
+    indexing: Indexing = "corrected",
+) -> torch.Tensor:
+    """The class-embedding matrix from a vector file (``w2v``: npy dict or npz) or a text encoder.
+
+    Text encoders embed each class's mapped name (``name_map``: original -> text), so every data source builds
+    its matrix the same way.
+    """
+    if kind == "w2v":
+        if path is None:
+            raise ValueError("embeddings=w2v needs an embedding file (word_embeddings_*_normed.npy or .npz)")
+        vectors = load_vector_dict(path)
+    else:
+        texts = [name_map.get(c, c) if name_map else c for c in class_names]
+        vectors = minilm_vectors(texts) if kind == "minilm" else glove_vectors(texts)
+    return class_embedding_matrix(class_names, vectors, name_map, indexing)
+
+
 def published_mismatches(
     class_names: list[str], vectors: dict[str, np.ndarray], name_map: dict[str, str] | None = None
 ) -> list[str]:

@@ -16,14 +16,7 @@ from typing import Literal
 import h5py
 import numpy as np
 
-from model.data.embeddings import (
-    Indexing,
-    class_embedding_matrix,
-    glove_vectors,
-    load_vector_dict,
-    minilm_vectors,
-    read_name_map,
-)
+from model.data.embeddings import Indexing, class_embeddings, read_name_map
 from model.data.gzsl import STAGE_FOLDERS, GZSLData, StageData, assemble, class_ids
 
 log = logging.getLogger(__name__)
@@ -185,24 +178,19 @@ def _class_embeddings(
     short, csv_prefix = DATASETS[dataset]
     csv_path = class_split_dir / f"{csv_prefix}_w2v_class_names.csv"
     name_map = read_name_map(csv_path) if csv_path.is_file() else None
-    if kind == "w2v":
+    if kind == "w2v" and path is None:
+        fname = f"word_embeddings_{short}_normed.npy"
+        candidates = [
+            root / dataset / "features" / f"{setting}_features" / "text" / fname,
+            split_root / "w2v_features" / fname,
+            root / "w2v_features" / fname,
+        ]
+        path = next((c for c in candidates if c.is_file()), None)
         if path is None:
-            fname = f"word_embeddings_{short}_normed.npy"
-            candidates = [
-                root / dataset / "features" / f"{setting}_features" / "text" / fname,
-                split_root / "w2v_features" / fname,
-                root / "w2v_features" / fname,
-            ]
-            path = next((c for c in candidates if c.is_file()), None)
-            if path is None:
-                raise FileNotFoundError(
-                    f"class embeddings {fname} not found; looked in {[str(c) for c in candidates]}"
-                )
-        vectors = load_vector_dict(path)
-    else:
-        texts = [name_map.get(c, c) if name_map else c for c in class_names]
-        vectors = minilm_vectors(texts) if kind == "minilm" else glove_vectors(texts)
-    return class_embedding_matrix(class_names, vectors, name_map, indexing)
+            raise FileNotFoundError(
+                f"class embeddings {fname} not found; looked in {[str(c) for c in candidates]}"
+            )
+    return class_embeddings(class_names, kind, path, name_map, indexing)
 
 
 def _text(value: object) -> str:

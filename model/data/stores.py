@@ -15,14 +15,7 @@ from typing import Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from model.data.embeddings import (
-    Indexing,
-    class_embedding_matrix,
-    glove_vectors,
-    load_vector_dict,
-    minilm_vectors,
-    read_name_map,
-)
+from model.data.embeddings import Indexing, class_embeddings, read_name_map
 from model.data.gzsl import STAGE_FOLDERS, GZSLData, StageData, assemble, class_ids
 from model.data.published import read_class_split
 
@@ -139,14 +132,7 @@ def load_from_stores(
         labels = np.array(class_ids_per_row(rows["label"].tolist(), class_names), dtype=np.int64)
         stages[stage] = StageData(ids, labels, *(_read(src, ids, temporal) for src in (audio, visual)))
     name_map = read_name_map(name_map_csv) if name_map_csv else None
-    if embeddings == "w2v":
-        if embedding_path is None:
-            raise ValueError("embeddings=w2v needs embedding_path (word_embeddings_*_normed.npy or .npz)")
-        vectors = load_vector_dict(embedding_path)
-    else:
-        texts = [name_map.get(c, c) if name_map else c for c in class_names]
-        vectors = minilm_vectors(texts) if embeddings == "minilm" else glove_vectors(texts)
-    matrix = class_embedding_matrix(class_names, vectors, name_map, indexing)
+    matrix = class_embeddings(class_names, embeddings, embedding_path, name_map, indexing)
     return assemble(stages, class_lists, class_names, matrix, "stores", indexing, temporal, records)
 
 
