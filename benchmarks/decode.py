@@ -35,6 +35,7 @@ from pipeline.synth.media import make_test_clip
 SHARED = Path(os.environ.get("AVZSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COMMAND = ".venv/bin/python -m benchmarks.decode"
 FRAME_X2 = PyAVBackend(thread_type="FRAME", thread_count=2)
+ALL_THREADS = PyAVBackend(thread_type="AUTO", convert_threads=0)  # decoder and swscale: one thread per core
 
 
 def best_time(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
@@ -119,6 +120,7 @@ def video_rows(name: str, path: Path, repeats: int) -> tuple[list[list[object]],
         "pyav every frame": lambda: frames_with(path, PyAVBackend(), None),
         "pyav every frame, AUTO threads": lambda: frames_with(path, PyAVBackend(thread_type="AUTO"), None),
         "pyav every frame, FRAME x2 threads": lambda: frames_with(path, FRAME_X2, None),
+        "pyav every frame, AUTO + swscale threads": lambda: frames_with(path, ALL_THREADS, None),
         "decord every frame": lambda: frames_with(path, DecordBackend(), None),
         "guarded pyav every frame, shm ring": lambda: guarded_frames(path, None, "shm"),
         "guarded pyav every frame, pipe": lambda: guarded_frames(path, None, "pipe"),
@@ -176,16 +178,21 @@ def video_rows(name: str, path: Path, repeats: int) -> tuple[list[list[object]],
 
 
 def start_method_rows(path: Path, repeats: int) -> list[list[object]]:
-    """Time from open_guarded to the first chunk, per start method (the forkserver is started once first)."""
+    """Time from open_guarded to the end of a one-frame decode: fresh children per start method (the
+    forkserver is started by the first call), and a child reused from the pool (the default)."""
+    cases = [("forkserver", False), ("spawn", False), ("forkserver", True)]
     rows = []
-    for method in ("forkserver", "spawn"):
-        first = []
+    for method, reuse in cases:
+        times = []
         for _ in range(repeats + 1):
             start = time.perf_counter()
-            with open_guarded(path, chunk_frames=1, end_s=0.01, timeout_s=60, start_method=method) as decode:
-                next(decode.frames())
-            first.append(time.perf_counter() - start)
-        rows.append([method, round(first[0] * 1000, 1), round(statistics.median(first[1:]) * 1000, 1)])
+            with open_guarded(
+                path, chunk_frames=1, end_s=0.01, timeout_s=60, start_method=method, reuse=reuse
+            ) as decode:
+                consume(decode.frames(), 0.0)
+            times.append(time.perf_counter() - start)
+        label = f"{method}, {'reused child' if reuse else 'fresh child'}"
+        rows.append([label, round(times[0] * 1000, 1), round(statistics.median(times[1:]) * 1000, 1)])
     return rows
 
 
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                 ],
                 rows,
             ),
-            "Guarded child start (open_guarded to first chunk; the first forkserver call also starts the server):",
+            "Guarded child start (open_guarded to the end of a one-frame decode; the first forkserver call also "
+            "starts the server; the default reuses a child that finished its last video cleanly):",
             markdown_table(["start method", "first call ms", "median later ms"], starts),
             "Overlap: every frame decoded while the consumer 'infers' (sleeps) as long per chunk as decoding took, "
             f"guarded with the default `{DEFAULT_TRANSPORT}` transport:",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 from pipeline.config import atomic_write_text
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+# Set to e.g. "-h100" to write a run on another machine into its own sections instead of the main ones.
+SUFFIX_ENV = "AVZSL_BENCH_SUFFIX"
 HEADER = (
     "# avzsl benchmarks\n\n"
     "Every number below is a ratio or rate measured side by side in one run of the command shown in its\n"
@@ -27,6 +30,8 @@ def machine_description() -> str:
 
 def write_section(name: str, command: str, body_markdown: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the section ``name`` with ``body_markdown`` plus the reproducing command."""
+    if suffix := os.environ.get(SUFFIX_ENV, ""):
+        name, command = f"{name}{suffix}", f"{SUFFIX_ENV}={suffix} {command}"
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (

@@ -83,3 +83,43 @@ def test_concurrent_decodes_from_threads(corpus):
         results = list(pool.map(decode, ["ok", "vfr", "no_audio", "ok"]))
     assert results == [(50, Outcome.OK), (40, Outcome.OK), (50, Outcome.OK), (50, Outcome.OK)]
     assert sys.modules["__main__"] is main_module  # the start-time swap is always undone
+
+
+def _decode_all(path, **kwargs):
+    with open_guarded(path, chunk_frames=8, timeout_s=60, **kwargs) as decode:
+        frames = np.concatenate([c.frames for c in decode.frames()])
+    return decode, frames
+
+
+def test_a_child_that_finished_cleanly_serves_the_next_video(corpus):
+    first, frames_ok = _decode_all(corpus["ok"])
+    second, frames_vfr = _decode_all(corpus["vfr"])
+    assert second._process.pid == first._process.pid and second._process.is_alive()
+    assert np.array_equal(frames_ok, np.concatenate([c.frames for c in iter_frames(corpus["ok"])]))
+    assert np.array_equal(frames_vfr, np.concatenate([c.frames for c in iter_frames(corpus["vfr"])]))
+    fresh, _ = _decode_all(corpus["ok"], reuse=False)
+    assert fresh._process.pid != first._process.pid and not fresh._process.is_alive()
+
+
+def test_a_child_that_hung_or_was_stopped_early_is_never_reused(corpus):
+    with open_guarded(corpus["ok"], chunk_frames=4, backend="hang-test", timeout_s=1.5) as hung:
+        list(hung.frames())
+    early = open_guarded(corpus["ok"], chunk_frames=2, prefetch_chunks=1, timeout_s=60)
+    next(early.frames())
+    early.close()
+    after, frames = _decode_all(corpus["ok"])
+    assert not hung._process.is_alive() and not early._process.is_alive()
+    assert after._process.pid not in (hung._process.pid, early._process.pid)
+    assert after.report.outcome is Outcome.OK and len(frames) == 50
+
+
+def test_children_are_retired_after_serving_their_share(corpus, monkeypatch):
+    from pipeline.decode import decoders, guarded
+
+    pool = decoders.DecoderPool()
+    monkeypatch.setattr(guarded, "POOL", pool)
+    monkeypatch.setattr(decoders, "MAX_VIDEOS_PER_CHILD", 2)
+    children = [_decode_all(corpus["ok"])[0]._process for _ in range(3)]
+    pool.close()
+    assert children[0].pid == children[1].pid != children[2].pid
+    assert children[0].exitcode == 0 and children[2].exitcode == 0  # asked to exit, not killed

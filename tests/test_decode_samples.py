@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.decode import DecodeReport, Outcome, iter_frames, plan_samples, probe, read_audio
+from pipeline.decode.backends.pyav_backend import PyAVBackend
 
 GGSY, ZNVH = "v_GGSY1Qvo990", "v_ZNVhz7ctTq0"
 
@@ -44,6 +45,8 @@ def test_every_frame_identical_across_backends(sample_videos):
     _, frames_decord, index_decord, _ = _decode(path, chunk_frames=50, backend="decord")
     assert np.array_equal(index, index_decord)
     assert np.array_equal(frames, frames_decord)
+    threaded = PyAVBackend(thread_type="AUTO", convert_threads=0)  # the many-core settings: same pixels
+    assert np.array_equal(frames, _decode(path, chunk_frames=50, backend=threaded)[1])
 
 
 def test_pts_sampling_at_25_fps_identical_across_backends(sample_videos):

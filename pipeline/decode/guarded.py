@@ -4,17 +4,15 @@ Two jobs in one mechanism: (1) a decode that hangs (decord#373 spins forever in 
 or crashes is cut off by killing the child, and the parent keeps every frame received so far; (2) decoding
 overlaps with the parent's work: while the parent runs a model on chunk k, the child decodes the next ones.
 
+Children come from :data:`pipeline.decode.decoders.POOL`: one that finished its video cleanly serves the next
+one, one that timed out, crashed or was stopped mid-video is killed (see :mod:`pipeline.decode.decoders`).
+
 Transport: a pipe carries small pickled headers; pixels go through an anonymous shared-memory ring
 (default on Linux) or the pipe itself (:mod:`pipeline.decode.transport`, both measured in
 benchmarks/decode.py). A reader thread in the parent copies each chunk into a parent-owned buffer and puts
 it into a queue of ``prefetch_chunks`` entries; when that is full the ring's slots are not returned and
 the child blocks, so memory stays bounded at about ``prefetch_chunks + 4`` chunks. Killing the child
 closes the pipe, so nothing in the parent can wait forever on a half-sent message.
-
-Start method: ``forkserver`` with the decoding modules preloaded, measured in benchmarks/decode.py to start
-a child several times faster than ``spawn`` (which re-imports numpy and av in every child) while staying
-safe with torch/decord threads in the parent (``fork`` would copy them mid-flight). The child never
-re-imports the parent's ``__main__`` (see :func:`_main_module_hidden`).
 
 Inside a Dask worker the worker process must be allowed children: set ``distributed.worker.daemon: false``.
 """
@@ -24,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import queue
-import sys
 import threading
-import types
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,16 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.decode._child import DecodeRequest, run_child
+from pipeline.decode._child import DecodeRequest
 from pipeline.decode.backends import BACKENDS, TEST_BACKENDS
+from pipeline.decode.decoders import POOL, START_METHOD, DecoderProcess
 from pipeline.decode.frames import DEFAULT_BACKEND, check_args
-from pipeline.decode.transport import DEFAULT_TRANSPORT, TRANSPORTS, ChunkReceiver, recv_into
+from pipeline.decode.transport import DEFAULT_TRANSPORT, TRANSPORTS, recv_into
 from pipeline.decode.types import AudioClip, DecodeReport, FrameChunk, Outcome
 
-START_METHOD = "forkserver"
-PRELOAD_MODULES = ["pipeline.decode._child", "pipeline.decode.backends.pyav_backend"]
 DEFAULT_TIMEOUT_S = 120.0
-_START_LOCK = threading.Lock()
 
 
 def open_guarded(
@@ -60,12 +54,14 @@ def open_guarded(
     end_s: float | None = None,
     start_method: str = START_METHOD,
     transport: str = DEFAULT_TRANSPORT,
+    reuse: bool = True,
 ) -> GuardedDecode:
     """Start decoding ``path`` in a child process; use the result as a context manager.
 
     ``timeout_s`` bounds how long the parent waits for the child's next message (chunk, audio or end);
     time the parent spends on its own work does not count, so a slow model never looks like a hung
-    decode. Arguments as in :func:`pipeline.decode.iter_frames` / :func:`pipeline.decode.read_audio`.
+    decode. ``reuse=False`` starts a fresh child and stops it afterwards (benchmarks time the start).
+    Arguments as in :func:`pipeline.decode.iter_frames` / :func:`pipeline.decode.read_audio`.
     """
     check_args(fps, chunk_frames, start_s, end_s)
     if backend not in BACKENDS + TEST_BACKENDS:
@@ -74,20 +70,21 @@ def open_guarded(
         raise ValueError(f"need timeout_s > 0 and prefetch_chunks >= 1, got {timeout_s}, {prefetch_chunks}")
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
-    request = DecodeRequest(
-        str(path), fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s, transport
-    )
-    return GuardedDecode(
-        request, timeout_s=timeout_s, prefetch_chunks=prefetch_chunks, start_method=start_method
-    )
-
-
-def decode_context(start_method: str = START_METHOD) -> mp.context.BaseContext:
-    """The multiprocessing context for decode children (forkserver preloads av and our decoding code)."""
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(PRELOAD_MODULES)
-    return ctx
+    request = DecodeRequest(str(path), fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s)
+    if mp.current_process().daemon:
+        raise RuntimeError(
+            "open_guarded needs to start a decoder process, but this process is daemonic (a Dask worker by "
+            "default): set the Dask config distributed.worker.daemon to false for extraction workers"
+        )
+    decoder = POOL.acquire(start_method, transport) if reuse else DecoderProcess(start_method, transport)
+    try:
+        decoder.conn.send(("decode", request))
+    except OSError:  # an idle child that died since its last video: start a fresh one
+        decoder.kill()
+        decoder.dispose()
+        decoder = DecoderProcess(start_method, transport)
+        decoder.conn.send(("decode", request))
+    return GuardedDecode(request, decoder, timeout_s=timeout_s, prefetch_chunks=prefetch_chunks, reuse=reuse)
 
 
 class GuardedDecode:
@@ -97,7 +94,15 @@ class GuardedDecode:
     typed outcomes, including ``timeout`` and a crashed decoder, with the frames received so far kept.
     """
 
-    def __init__(self, request: DecodeRequest, *, timeout_s: float, prefetch_chunks: int, start_method: str):
+    def __init__(
+        self,
+        request: DecodeRequest,
+        decoder: DecoderProcess,
+        *,
+        timeout_s: float,
+        prefetch_chunks: int,
+        reuse: bool,
+    ):
         self.request = request
         self.timeout_s = timeout_s
         self.report = DecodeReport(request.path)
@@ -105,21 +110,12 @@ class GuardedDecode:
         self._audio: AudioClip | None = None
         self._audio_done = not request.want_audio
         self._finished = False
+        self._closed = False
+        self._video_done = False  # set by the reader thread once the child has sent its final report
+        self._decoder, self._reuse = decoder, reuse
+        self._process = decoder.process
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=prefetch_chunks)
-        if mp.current_process().daemon:
-            raise RuntimeError(
-                "open_guarded needs to start a decoder process, but this process is daemonic (a Dask worker by "
-                "default): set the Dask config distributed.worker.daemon to false for extraction workers"
-            )
-        ctx = decode_context(start_method)
-        receiver, sender = ctx.Pipe(duplex=True)  # the parent returns shared-memory slots to the child
-        self._process = ctx.Process(
-            target=run_child, args=(sender, request), name="avzsl-decode", daemon=True
-        )
-        with _main_module_hidden():
-            self._process.start()
-        sender.close()  # the child holds the only other end: its death must show up here as EOF
-        self._pump_thread = threading.Thread(target=self._pump, args=(receiver,), daemon=True)
+        self._pump_thread = threading.Thread(target=self._pump, args=(decoder,), daemon=True)
         self._pump_thread.start()
 
     def __enter__(self) -> GuardedDecode:
@@ -150,14 +146,22 @@ class GuardedDecode:
         return self._audio
 
     def close(self) -> None:
-        """Stop the child (killing it if still running) and release the pipe; safe to call twice."""
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join(timeout=10)
+        """Hand the child back if it finished its video, else kill it; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = self._finished = True
+        killed = not self._video_done  # timed out, crashed, or stopped mid-video: never reused
+        if killed:
+            self._decoder.kill()
         while self._pump_thread.is_alive():  # unblock the pump if it waits on a full inbox
             with contextlib.suppress(queue.Empty):
                 self._inbox.get(timeout=0.05)
-        self._finished = True
+        if killed:
+            self._decoder.dispose()
+        elif self._reuse:
+            POOL.release(self._decoder)
+        else:
+            self._decoder.close()
 
     def _next_message(self) -> tuple[str, Any]:
         try:
@@ -175,14 +179,18 @@ class GuardedDecode:
         elif kind == "end":
             self.report.outcome, self.report.error = payload.outcome, payload.error
             self.report.notes.extend(payload.notes)
-            self._finish(kill=False)
+            self.close()  # everything has arrived: the child can serve the next video now
         elif kind == "timeout":
             self._fail(Outcome.TIMEOUT, f"no output from the decoder for {self.timeout_s:g} s; child killed")
-            self._finish(kill=True)
+            self.close()
         else:  # "failed" (decoder raised) or "eof" (the child died without a word)
-            why = payload if kind == "failed" else f"decoder process died (exit code {self._exit_code()})"
+            why = (
+                payload
+                if kind == "failed"
+                else f"decoder process died (exit code {self._decoder.exit_code()})"
+            )
             self._fail(Outcome.PARTIAL if self.report.frames_decoded else Outcome.UNDECODABLE, why)
-            self._finish(kill=True)
+            self.close()
 
     def _fail(self, outcome: Outcome, why: str) -> None:
         self.report.outcome, self.report.error = outcome, why
@@ -190,20 +198,9 @@ class GuardedDecode:
             self.audio_report.outcome, self.audio_report.error = outcome, why
             self._audio_done = True
 
-    def _finish(self, *, kill: bool) -> None:
-        self._finished = True
-        if kill:
-            self.close()
-        else:
-            self._process.join(timeout=self.timeout_s)
-
-    def _exit_code(self) -> int | None:
-        self._process.join(timeout=1)
-        return self._process.exitcode
-
-    def _pump(self, conn: Connection) -> None:
-        """Reader thread: receive messages into the bounded inbox (blocking when full: back-pressure)."""
-        chunks = ChunkReceiver(conn)
+    def _pump(self, decoder: DecoderProcess) -> None:
+        """Reader thread: receive one video's messages into the bounded inbox (blocking when full)."""
+        conn, chunks = decoder.conn, decoder.chunks
         try:
             while True:
                 kind, meta = conn.recv()
@@ -212,33 +209,14 @@ class GuardedDecode:
                     continue
                 if kind == "frames":
                     self._inbox.put(("frames", chunks.receive(meta)))
-                else:
-                    self._inbox.put(_receive_other(conn, kind, meta))
+                    continue
+                message = _receive_other(conn, kind, meta)
+                self._video_done = kind == "end"
+                self._inbox.put(message)
                 if kind in ("end", "failed"):
                     return
         except (EOFError, OSError):
             self._inbox.put(("eof", None))
-        finally:
-            chunks.close()
-            conn.close()
-
-
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Keep the child from re-importing the parent's ``__main__``: it only runs pipeline code.
-
-    spawn and forkserver children import the parent's main module before running the target; for a
-    benchmark or a Dask worker that main module imports torch, which costs seconds per child. The target
-    lives in :mod:`pipeline.decode._child`, so the child never needs ``__main__``.
-    """
-    with _START_LOCK:  # decode threads start children concurrently: swap and restore one at a time
-        main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            if main is not None:
-                sys.modules["__main__"] = main
 
 
 def _receive_other(conn: Connection, kind: str, meta: Any) -> tuple[str, Any]:

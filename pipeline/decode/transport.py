@@ -2,8 +2,9 @@
 
 ``shm`` (Linux, the default): the child creates an anonymous memfd ring of ``RING_SLOTS`` slots of
 ``SLOT_BYTES`` and hands its file descriptor to the parent over the pipe, so it has no name and cannot leak,
-even when the child is killed. A chunk travels in slot-sized pieces: the child copies a piece into a free
-slot and sends a small message; the parent copies it into its own chunk buffer and returns the slot.
+even when the child is killed. A decode child serves many videos in turn, so its ring is made (and its pages
+faulted in) once per child, not per video. A chunk travels in slot-sized pieces: the child copies a piece into
+a free slot and sends a small message; the parent copies it into its own chunk buffer and returns the slot.
 ``pipe``: the raw bytes go through the pipe itself (portable, and the fallback where memfd is missing).
 Measured (benchmarks/decode.py and 5 interleaved runs on the two samples and a 720p clip): ``shm`` had the
 lower median time on all three, by 5-20 %; single runs on the loaded 2-core machine vary more than that.
@@ -24,7 +25,7 @@ from pipeline.decode.buffers import BufferPool
 from pipeline.decode.types import FrameChunk
 
 RING_SLOTS = 3
-SLOT_BYTES = 8 << 20  # chunks travel in pieces: the ring stays small, so mapping it in costs little per video
+SLOT_BYTES = 2 << 20  # chunks travel in pieces: a small ring stays in cache and costs little to map in
 TRANSPORTS = ("shm", "pipe")
 DEFAULT_TRANSPORT = "shm" if hasattr(os, "memfd_create") else "pipe"
 # Pre-fault the ring in one call instead of one page fault per 4 KiB page on first touch.
@@ -43,7 +44,11 @@ def chunk_meta(chunk: FrameChunk) -> dict[str, Any]:
 
 
 class ChunkSender:
-    """Child side: sends chunks by the chosen transport; blocks while every ring slot is in use."""
+    """Child side: sends chunks by the chosen transport; blocks while every ring slot is in use.
+
+    One sender lives as long as its child and is reused for every video, ring included. Parent -> child
+    messages are ``("free", slot)``, ``("decode", request)`` and ``("exit", None)``.
+    """
 
     def __init__(self, conn: Connection, transport: str):
         self.conn = conn
@@ -65,10 +70,23 @@ class ChunkSender:
             np.frombuffer(self._ring, np.uint8, count=piece.size, offset=slot * SLOT_BYTES)[:] = piece
             self.conn.send(("piece", slot))
 
+    def next_request(self) -> Any | None:
+        """Wait for the parent's next decode request (None: exit), taking back slots returned meanwhile."""
+        while True:
+            kind, payload = self.conn.recv()
+            if kind == "free":
+                self._free.append(payload)
+            elif kind == "decode":
+                return payload
+            else:
+                return None
+
     def _take_slot(self) -> int:
         while not self._free:
-            _kind, slot = self.conn.recv()  # only "free" messages travel parent -> child
-            self._free.append(slot)
+            kind, payload = self.conn.recv()
+            if kind != "free":
+                raise RuntimeError(f"protocol error: expected a returned slot, got {kind!r}")
+            self._free.append(payload)
         return self._free.pop(0)
 
     def _open_ring(self) -> None:
@@ -84,7 +102,10 @@ class ChunkSender:
 
 
 class ChunkReceiver:
-    """Parent side (the reader thread): reassembles a chunk into a parent-owned buffer, returning slots."""
+    """Parent side (a reader thread): reassembles a chunk into a parent-owned buffer, returning slots.
+
+    Lives as long as the child it talks to; the ring arrives once, before that child's first chunk.
+    """
 
     def __init__(self, conn: Connection):
         self.conn = conn

@@ -28,11 +28,19 @@ DEFAULT_THREAD_TYPE = "SLICE"
 class PyAVBackend:
     name = "pyav"
 
-    def __init__(self, thread_type: str = DEFAULT_THREAD_TYPE, seek: bool = True, thread_count: int = 0):
-        """``thread_count`` 0 lets FFmpeg pick (one per core); it only matters for AUTO/FRAME threading."""
+    def __init__(
+        self,
+        thread_type: str = DEFAULT_THREAD_TYPE,
+        seek: bool = True,
+        thread_count: int = 0,
+        convert_threads: int = 1,
+    ):
+        """``thread_count`` 0 lets FFmpeg pick (one per core); it only matters for AUTO/FRAME threading.
+        ``convert_threads`` is swscale's for the RGB conversion (0: one per core; see ``PyAVReader._rgb``)."""
         self.thread_type = thread_type
         self.seek = seek
         self.thread_count = thread_count
+        self.convert_threads = convert_threads
 
     def open(self, path: Path) -> PyAVReader:
         try:
@@ -42,7 +50,9 @@ class PyAVBackend:
         if not container.streams.video:
             container.close()
             raise MediaError(Outcome.NO_VIDEO, "no video stream", path)
-        return PyAVReader(container, path, self.thread_type, self.seek, self.thread_count)
+        return PyAVReader(
+            container, path, self.thread_type, self.seek, self.thread_count, self.convert_threads
+        )
 
 
 class PyAVReader:
@@ -53,8 +63,10 @@ class PyAVReader:
         thread_type: str,
         seek: bool,
         thread_count: int = 0,
+        convert_threads: int = 1,
     ):
         self.container = container
+        self.convert_threads = convert_threads
         self.path = path
         self.stream = container.streams.video[0]
         self.scan: VideoScan = scan_video(container, self.stream)
@@ -103,11 +115,12 @@ class PyAVReader:
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """(H, W, 3) uint8 view of the frame in RGB, valid until the caller drops it.
 
-        swscale runs on this thread only (``threads=1``): its default splits every frame across one thread per
-        core, which cost 89 us of CPU per 320x240 frame against 49 us single-threaded (PyAV 18, 2-core machine)
-        and, with one decoder per worker process on every core, only adds contention. Same pixels either way.
+        swscale runs on this thread only by default (``convert_threads=1``): splitting every frame across one
+        thread per core cost 89 us of CPU per 320x240 frame against 49 us single-threaded (PyAV 18, 2-core
+        machine) and, with one decoder per worker process on every core, only adds contention. For one stream
+        on an idle many-core machine more threads can lower latency. Same pixels either way.
         """
-        return self._to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        return self._to_rgb.reformat(frame, format="rgb24", threads=self.convert_threads).to_ndarray()
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decode forward from the current position; on a decode error drain the frames already buffered."""
