@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from model.config import AVCAConfig
-from model.layers import Branch, EmbeddingNet, FeedForward, Heads, heads_forward, masked_mean
+from model.layers import (
+    Branch,
+    EmbeddingNet,
+    FeedForward,
+    Heads,
+    attention_mix,
+    attention_scores,
+    heads_forward,
+    masked_mean,
+)
 
 
 class Attention(nn.Module):
@@ -27,8 +36,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
-        attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
-        return self.to_out((attn @ v).transpose(1, 2).reshape(b, n, -1))
+        attn = torch.softmax(attention_scores(q, k) * self.scale, dim=-1)
+        return self.to_out(attention_mix(attn, v).transpose(1, 2).reshape(b, n, -1))
 
 
 class Transformer(nn.Module):

@@ -20,14 +20,26 @@ import torch
 from torch import nn
 
 from model.config import AVCAConfig, DAANConfig
-from model.layers import Branch, EmbeddingNet, FeedForward, Heads, encode_steps, heads_forward, masked_mean
+from model.layers import (
+    Branch,
+    EmbeddingNet,
+    FeedForward,
+    Heads,
+    attention_mix,
+    attention_scores,
+    encode_steps,
+    heads_forward,
+    masked_mean,
+)
 
 
 class DilatedConv(nn.Module):
-    """Non-causal dilated 1-D convolution over (B, T, D) as one matmul on stacked shifted copies.
+    """Non-causal dilated 1-D convolution over (B, T, D): one matmul per tap on the steps it really sees.
 
-    Same function as ``nn.Conv1d(D, D, k, dilation=d, padding=d(k-1)/2)``, but torch's CPU dilated conv
-    path is ~10x slower than this for our short sequences.
+    Same function as ``nn.Conv1d(D, D, k, dilation=d, padding=d(k-1)/2)`` (weight stored tap-major as
+    ``proj.weight`` (D, k*D)), but torch's CPU dilated conv path is ~10x slower for our short sequences,
+    and multiplying zero padding is not free either: with 2 tokens, padding is a third of a dense conv's
+    work. Each tap multiplies only the rows whose shifted partner exists and is added in place.
     """
 
     def __init__(self, dim: int, kernel: int, dilation: int):
@@ -36,19 +48,17 @@ class DilatedConv(nn.Module):
         self.proj = nn.Linear(kernel * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, dim = x.shape[1], x.shape[2]
+        t = x.shape[1]
         centre = (self.kernel - 1) // 2
-        # taps shifted by >= T steps only ever see zero padding: leave them (and their weights) out
-        live = [j for j in range(self.kernel) if abs(j - centre) * self.dilation < t]
-        pad = abs(live[0] - centre) * self.dilation
-        padded = nn.functional.pad(x, (0, 0, pad, pad))
-        taps = [
-            padded[:, pad + (j - centre) * self.dilation : pad + (j - centre) * self.dilation + t]
-            for j in live
-        ]
-        cols = torch.cat([torch.arange(j * dim, (j + 1) * dim) for j in live]).to(x.device)
-        weight = self.proj.weight if len(live) == self.kernel else self.proj.weight[:, cols]
-        return nn.functional.linear(torch.cat(taps, dim=-1), weight, self.proj.bias)
+        taps = self.proj.weight.unflatten(1, (self.kernel, -1))  # (D_out, k, D_in), a view
+        out = nn.functional.linear(x, taps[:, centre], self.proj.bias)
+        for j in range(self.kernel):
+            shift = (j - centre) * self.dilation  # out[:, s] += W_j x[:, s + shift]
+            if shift == 0 or abs(shift) >= t:  # taps shifted by >= T steps only ever see zero padding
+                continue
+            part = nn.functional.linear(x[:, max(shift, 0) : t + min(shift, 0)], taps[:, j])
+            out[:, max(-shift, 0) : t - max(shift, 0)] += part
+        return out
 
 
 class TCN(nn.Module):
@@ -108,8 +118,9 @@ class QDMA(nn.Module):
         q1, k1, q2, k2 = self.lambdas
         return torch.exp((q1 * k1).sum()) - torch.exp((q2 * k2).sum()) + self.lambda_init
 
-    def forward(self, x: torch.Tensor, modality: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """x (B, N, D); modality (N,) 0 audio / 1 visual; allowed (B, N, N) which keys each query sees."""
+    def forward(self, x: torch.Tensor, modality: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """x (B, N, D); modality (N,) 0 audio / 1 visual; allowed (B, N, N) which keys each query sees
+        (None: every query sees every key, so no masking work is done)."""
         b, n, _ = x.shape
         h, dh = self.heads, self.dim_head
 
@@ -119,14 +130,16 @@ class QDMA(nn.Module):
         q1, q2 = split(self.to_q(x), 2)
         k1, k2 = split(self.to_k(x), 2)
         (v,) = split(self.to_v(x), 1)
-        neg = torch.finfo(x.dtype).min
-        block = ~allowed.unsqueeze(1)
-        a1 = torch.softmax((q1 @ k1.transpose(-1, -2) / math.sqrt(dh)).masked_fill(block, neg), dim=-1)
-        a2 = torch.softmax((q2 @ k2.transpose(-1, -2) / math.sqrt(dh)).masked_fill(block, neg), dim=-1)
+        s1 = attention_scores(q1, k1) / math.sqrt(dh)
+        s2 = attention_scores(q2, k2) / math.sqrt(dh)
+        if allowed is not None:
+            block, neg = ~allowed.unsqueeze(1), torch.finfo(x.dtype).min
+            s1, s2 = s1.masked_fill(block, neg), s2.masked_fill(block, neg)
+        a1, a2 = torch.softmax(s1, dim=-1), torch.softmax(s2, dim=-1)
         coef = self.coefficient()
         if self.subtract_on == "visual":
             coef = coef * (modality == 1).to(x.dtype)  # subtract only the maps of visual keys
-        out = (a1 - coef * a2) @ v
+        out = attention_mix(a1 - coef * a2, v)
         if self.head_norm is not None:
             out = self.head_norm(out)
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * dh))
@@ -197,10 +210,12 @@ class DAAN(nn.Module):
         else:
             x = torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1)
         modality = torch.cat([torch.zeros(ta), torch.ones(tv)]).to(x.device, torch.long)
-        valid = torch.cat([am, vm], dim=1)
-        allowed = valid.unsqueeze(1).expand(b, ta + tv, ta + tv)
-        if self.keys == "cross":
-            allowed = allowed & (modality[:, None] != modality[None, :])
+        allowed = None  # averaged features attending to all tokens: nothing to mask
+        if a_mask is not None or v_mask is not None or self.keys == "cross":
+            valid = torch.cat([am, vm], dim=1)
+            allowed = valid.unsqueeze(1).expand(b, ta + tv, ta + tv)
+            if self.keys == "cross":
+                allowed = allowed & (modality[:, None] != modality[None, :])
         for norm1, attn, norm2, ff in self.layers:
             x = x + attn(norm1(x), modality, allowed)
             x = x + ff(norm2(x))

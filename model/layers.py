@@ -100,6 +100,24 @@ def heads_forward(heads: Heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w) -> Bran
     )
 
 
+FEW_TOKENS = 3  # up to this many queries and keys, broadcasting beats batched GEMM (measured on CPU)
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q @ k^T over (..., N, d). With a few tokens (averaged features: 2), torch's batched GEMM is all
+    per-matrix overhead (B x heads products of 2 x d x 2); a broadcast multiply-sum is ~4x faster, fwd+bwd."""
+    if q.shape[-2] <= FEW_TOKENS and k.shape[-2] <= FEW_TOKENS:
+        return (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1)
+    return q @ k.transpose(-1, -2)
+
+
+def attention_mix(attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """attn @ v for (..., N, M) weights and (..., M, d) values, broadcast for a few tokens as above."""
+    if attn.shape[-2] <= FEW_TOKENS and attn.shape[-1] <= FEW_TOKENS:
+        return (attn.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
+    return attn @ v
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over time of (B, T, D) using a (B, T) validity mask; vectors pass through."""
     if x.dim() == 2:

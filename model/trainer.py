@@ -62,7 +62,9 @@ class StageTrainer:
         torch.manual_seed(cfg.seed)  # stage 2 re-initialises exactly like stage 1 (AVCA: same seed)
         self.model = build_model(cfg, data).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one vectorised kernel per parameter instead of ~10 ops each (the same update, ~4x faster)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", patience=cfg.lr_patience, factor=cfg.lr_factor
         )

@@ -3,6 +3,7 @@ differential attention (beta = 0 is plain attention), and every config switch tr
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -291,6 +292,31 @@ def test_every_switch_trains_and_evaluates(tiny_data, switch):
     assert len(curve) == 16 and 0 <= scores.hm <= 1
 
 
+def test_optimiser_step_matches_reference_adam(tiny_data):
+    """The trainer's (fused) Adam is a speed choice only: the same update as torch's per-parameter loop."""
+    trainer = StageTrainer(tiny_config(weight_decay=1e-3), tiny_data, "train", 1)
+    reference = copy.deepcopy(trainer.model)
+    pairs = [
+        (p, q)
+        for p, q in zip(trainer.model.parameters(), reference.parameters(), strict=True)
+        if p.requires_grad
+    ]
+    ref_opt = torch.optim.Adam([q for _, q in pairs], lr=1e-3, weight_decay=1e-3, foreach=False, fused=False)
+    start = [p.detach().clone() for p, _ in pairs]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in pairs:
+            g = torch.randn(p.shape, generator=gen) * 10 ** torch.empty(p.shape).uniform_(
+                -6, 0, generator=gen
+            )
+            p.grad, q.grad = g.clone(), g
+        trainer.optimizer.step()
+        ref_opt.step()
+    for (p, q), p0 in zip(pairs, start, strict=True):
+        assert not torch.equal(p, p0)  # the steps did move every parameter
+        torch.testing.assert_close(p, q, atol=1e-8, rtol=1e-6)
+
+
 def test_avca_positional_embedding_frozen_by_default(tiny_data):
     trainer = StageTrainer(tiny_config(model="avca"), tiny_data, "train", 1)
     before = trainer.model.pos_emb1D.detach().clone()
@@ -338,5 +364,32 @@ def test_dilated_conv_equals_torch_conv1d(length, dilation):
     with torch.no_grad():
         ref.weight.copy_(conv.proj.weight.view(6, 3, 6).permute(0, 2, 1))
         ref.bias.copy_(conv.proj.bias)
-    x = torch.randn(4, length, 6)
-    torch.testing.assert_close(conv(x), ref(x.transpose(1, 2)).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    x = torch.randn(4, length, 6, requires_grad=True)
+    out, expect = conv(x), ref(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    # the per-tap matmuls must also give Conv1d's gradients (input, weight of every tap, bias)
+    g = torch.randn_like(out)
+    gx, gw, gb = torch.autograd.grad(out, (x, conv.proj.weight, conv.proj.bias), g)
+    rx, rw, rb = torch.autograd.grad(expect, (x, ref.weight, ref.bias), g)
+    torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw, rw.permute(0, 2, 1).reshape(6, 18), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gb, rb, atol=1e-5, rtol=1e-5)
+
+
+def test_qdma_without_mask_equals_all_keys_allowed():
+    torch.manual_seed(2)
+    attn = QDMA(8, 2, 4, 0.0, 0.5, False, "visual", False)
+    x, modality = torch.randn(3, 4, 8), torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(
+        attn(x, modality, None), attn(x, modality, torch.ones(3, 4, 4, dtype=torch.bool))
+    )
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3, 5])
+def test_attention_products_equal_matmul_for_any_token_count(tokens):
+    from model.layers import attention_mix, attention_scores
+
+    q, k, v = torch.randn(3, 2, tokens, 4), torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
+    torch.testing.assert_close(attention_scores(q, k), q @ k.transpose(-1, -2))
+    attn = torch.softmax(torch.randn(3, 2, tokens, 2), dim=-1)
+    torch.testing.assert_close(attention_mix(attn, v), attn @ v)
