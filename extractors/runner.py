@@ -2,7 +2,7 @@
 
 Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
-  (a killable child process with a time limit): audio once at the audio extractors' rate, frames once at the
+  (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself): audio once at the audio extractors' rate, frames once at the
   visual extractors' common fps (or at the native rate, resampled by PTS per extractor when rates differ).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
   (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
@@ -31,12 +31,14 @@ import torch
 from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
 from pipeline.decode import open_guarded
+from pipeline.decode.inprocess import open_inprocess
 from pipeline.decode.types import DecodeReport, Outcome
 
 log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 32
 AUDIO_ONLY_FRAMES_S = 1e-3
+DECODE_ISOLATION = ("process", "none")
 QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
 
 
@@ -148,10 +150,19 @@ def extract_videos(
     batch_size: int = 32,
     decode_timeout_s: float = 600.0,
     prefetch_videos: int = 2,
+    decode_isolation: str = "process",
 ) -> Iterator[ExtractedFeatures]:
-    """Features of every job for every extractor, in completion order (see the module docstring)."""
+    """Features of every job for every extractor, in completion order (see the module docstring).
+
+    ``decode_isolation``: ``process`` (a killable child with a time limit per video) or ``none`` (decode on
+    the decode thread itself: no time limit, for trusted inputs; see :mod:`pipeline.decode.inprocess`).
+    """
     if not extractors:
         raise ValueError("extract_videos needs at least one extractor")
+    if decode_isolation not in DECODE_ISOLATION:
+        raise ValueError(
+            f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(DECODE_ISOLATION)}"
+        )
     if batch_size < 1 or prefetch_videos < 1:
         raise ValueError(
             f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
@@ -163,7 +174,7 @@ def extract_videos(
     threads = [
         threading.Thread(
             target=_decode_worker,
-            args=(source, extractors, plan, queue, decode_timeout_s),
+            args=(source, extractors, plan, queue, decode_timeout_s, decode_isolation),
             name=f"avzsl-decode-{i}",
             daemon=True,
         )
@@ -206,12 +217,14 @@ class _JobSource:
             return len(self.jobs) - 1, job
 
 
-def _decode_worker(source: _JobSource, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float) -> None:
+def _decode_worker(
+    source: _JobSource, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float, isolation: str
+) -> None:
     try:
         while (item := source.next()) is not None:
             index, job = item
             try:
-                statuses = _decode_one(index, job, extractors, plan, queue, timeout_s)
+                statuses = _decode_one(index, job, extractors, plan, queue, timeout_s, isolation)
             except _Stop:
                 raise
             except Exception as err:  # a bug met on one file must not stop the others; it is logged loudly
@@ -226,7 +239,9 @@ def _decode_worker(source: _JobSource, extractors, plan: _Plan, queue: ByteQueue
             queue.put(_WorkerExit(), 0)
 
 
-def _decode_one(index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float):
+def _decode_one(
+    index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float, isolation: str
+):
     """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
     counts = dict.fromkeys(range(len(extractors)), 0)
     failed: dict[int, tuple[Outcome, str | None]] = {}  # extractor index -> preprocessing failure
@@ -248,7 +263,8 @@ def _decode_one(index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQ
     # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
     # frames of the first millisecond only, so no video is decoded that nothing will use.
     frames_until = None if plan.visual else AUDIO_ONLY_FRAMES_S
-    with open_guarded(
+    opener = open_guarded if isolation == "process" else open_inprocess
+    with opener(
         job.path,
         fps=plan.fps,
         chunk_frames=CHUNK_FRAMES,

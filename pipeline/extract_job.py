@@ -59,6 +59,7 @@ class ExtractConfig(ConfigModel):
     shard_size: int = 16
     batch_size: int = 32
     decode_timeout_s: float = 600.0
+    decode_isolation: Literal["process", "none"] = "process"  # none: no time limit, for trusted inputs
     prefetch_videos: int = 2
     retry_failed: bool = False
     task_retries: int = 1
@@ -96,6 +97,7 @@ class WorkerContext:
     decode_timeout_s: float
     prefetch_videos: int
     threads_per_worker: int
+    decode_isolation: str = "process"
 
 
 @dataclass
@@ -285,6 +287,7 @@ def run_shard(task: ShardTask, ctx: WorkerContext) -> ShardResult:
             batch_size=ctx.batch_size,
             decode_timeout_s=ctx.decode_timeout_s,
             prefetch_videos=ctx.prefetch_videos,
+            decode_isolation=ctx.decode_isolation,
         ):
             name = item.extractor if isinstance(item.extractor, str) else item.extractor.spec.name
             name = by_spec.get(name, name)
@@ -378,6 +381,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             decode_timeout_s=cfg.decode_timeout_s,
             prefetch_videos=cfg.prefetch_videos,
             threads_per_worker=cfg.threads_per_worker,
+            decode_isolation=cfg.decode_isolation,
         )
         if tasks:
             _execute(cfg, tasks, ctx, summary, progress)

@@ -123,3 +123,20 @@ def test_children_are_retired_after_serving_their_share(corpus, monkeypatch):
     pool.close()
     assert children[0].pid == children[1].pid != children[2].pid
     assert children[0].exitcode == 0 and children[2].exitcode == 0  # asked to exit, not killed
+
+
+@pytest.mark.parametrize("kind", ["ok", "vfr", "truncated", "no_audio", "random_bytes", "no_video"])
+def test_in_process_decode_reports_like_the_guarded_one(corpus, kind):
+    from pipeline.decode.inprocess import open_inprocess
+
+    results = []
+    for opener in (open_guarded, open_inprocess):
+        with opener(corpus[kind], fps=25.0, chunk_frames=8, want_audio=True, timeout_s=60) as decode:
+            clip = decode.audio()
+            chunks = [c.frames for c in decode.frames()]
+        frames = np.concatenate(chunks) if chunks else np.zeros((0,), np.uint8)
+        results.append((decode.report, decode.audio_report, clip, frames))
+    (report, audio_report, clip, frames), (report2, audio_report2, clip2, frames2) = results
+    assert (report2.outcome, audio_report2.outcome) == (report.outcome, audio_report.outcome)
+    assert report2.frames_decoded == report.frames_decoded and np.array_equal(frames2, frames)
+    assert (clip is None) == (clip2 is None) and (clip is None or np.array_equal(clip.samples, clip2.samples))

@@ -194,6 +194,16 @@ def test_cli_extract_in_process(clips: Path, tmp_path: Path, capsys: pytest.Capt
     )  # no weights given
 
 
+def test_cli_decode_isolation_reaches_the_config(tmp_path: Path) -> None:
+    from pipeline.cli import build_parser
+    from pipeline.commands.extract import build_config
+
+    base = ["extract", "--videos", "v.csv", "--extractor", "vit", "--out", str(tmp_path)]
+    parser = build_parser("extract")
+    assert build_config(parser.parse_args(base)).decode_isolation == "process"
+    assert build_config(parser.parse_args([*base, "--decode-isolation", "none"])).decode_isolation == "none"
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(clips: Path, tmp_path: Path, reference: dict) -> None:
     out = tmp_path / "out"

@@ -131,10 +131,13 @@ def test_mixed_frame_rates_share_one_native_decode(clips):
     assert slow_rows.end_s[0] == pytest.approx(2.0)
 
 
-def test_typed_outcomes_never_stop_the_batch(corpus, tmp_path):
+@pytest.mark.parametrize("isolation", ["process", "none"])
+def test_typed_outcomes_never_stop_the_batch(corpus, tmp_path, isolation):
     jobs = [VideoJob(kind, str(path)) for kind, path in corpus.items()]
     jobs.append(VideoJob("missing", str(tmp_path / "missing.mp4")))
-    results = _by_key(extract_videos(jobs, [FakeVisual(), FakeAudio()], batch_size=8))
+    results = _by_key(
+        extract_videos(jobs, [FakeVisual(), FakeAudio()], batch_size=8, decode_isolation=isolation)
+    )
     assert len(results) == 2 * len(jobs)
 
     def status(video, extractor):
@@ -225,6 +228,19 @@ def test_bad_arguments():
         list(extract_videos([], []))
     with pytest.raises(ValueError, match="batch_size"):
         list(extract_videos([], [FakeAudio()], batch_size=0))
+    with pytest.raises(ValueError, match="decode_isolation 'thread'; choose one of process, none"):
+        list(extract_videos([], [FakeAudio()], decode_isolation="thread"))
+
+
+def test_both_decode_isolations_give_the_same_features(clips):
+    jobs = [VideoJob(f"c{i}", str(path)) for i, path in enumerate(clips)]
+    features = {
+        isolation: _by_key(extract_videos(jobs, [FakeVisual(), FakeAudio()], decode_isolation=isolation))
+        for isolation in ("process", "none")
+    }
+    assert features["process"].keys() == features["none"].keys()
+    for key, result in features["process"].items():
+        assert np.array_equal(result.features, features["none"][key].features), key
 
 
 @pytest.mark.slow

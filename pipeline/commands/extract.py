@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--decode-timeout", type=float, default=600.0, help="seconds before a decode is cut off"
     )
     parser.add_argument(
+        "--decode-isolation",
+        choices=("process", "none"),
+        default="process",
+        help="process: each decode in a killable child with the time limit (default); none: in the worker "
+        "itself, no time limit, for trusted inputs",
+    )
+    parser.add_argument(
         "--retry-failed", action="store_true", help="also redo videos recorded as failed or partial"
     )
     parser.add_argument("--no-progress", action="store_true")
@@ -104,6 +111,7 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         decode_timeout_s=args.decode_timeout,
+        decode_isolation=args.decode_isolation,
         retry_failed=args.retry_failed,
         builder=args.builder,
         runner=args.runner,

@@ -1,0 +1,88 @@
+"""Decode in the calling process, with the interface of :func:`pipeline.decode.open_guarded`.
+
+For trusted inputs, or where child processes are unwelcome (some schedulers, debuggers): no time limit and no
+crash isolation, so a decoder that hangs (decord#373) hangs the caller. Media problems still end up as typed
+outcomes in ``report`` / ``audio_report``. Decoding then runs on the caller's own thread: one extraction worker
+uses about one core instead of two processes' worth (benchmarks/scale.py measures both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.decode.audio import read_audio
+from pipeline.decode.frames import DEFAULT_BACKEND, check_args, iter_frames
+from pipeline.decode.types import AudioClip, DecodeReport, FrameChunk, MediaError
+
+
+def open_inprocess(
+    path: str | Path,
+    *,
+    fps: float | None = None,
+    chunk_frames: int = 32,
+    want_audio: bool = False,
+    audio_rate: int = 16000,
+    backend: str = DEFAULT_BACKEND,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    **_guard_options: object,
+) -> InProcessDecode:
+    """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not apply."""
+    check_args(fps, chunk_frames, start_s, end_s)
+    return InProcessDecode(path, fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s)
+
+
+class InProcessDecode:
+    """``frames()``, ``audio()``, ``report`` and ``audio_report`` as in :class:`pipeline.decode.GuardedDecode`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | None,
+        chunk_frames: int,
+        want_audio: bool,
+        audio_rate: int,
+        backend: str,
+        start_s: float,
+        end_s: float | None,
+    ):
+        self.path = str(path)
+        self._frame_args = {
+            "fps": fps,
+            "chunk_frames": chunk_frames,
+            "backend": backend,
+            "start_s": start_s,
+            "end_s": end_s,
+        }
+        self._want_audio, self._audio_rate = want_audio, audio_rate
+        self.report = DecodeReport(self.path)
+        self.audio_report = DecodeReport(self.path)
+
+    def __enter__(self) -> InProcessDecode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to stop: present so callers treat both decode kinds alike."""
+
+    def audio(self) -> AudioClip | None:
+        """The mono clip, or None with the reason in ``audio_report``."""
+        if not self._want_audio:
+            raise ValueError("audio was not requested: open_inprocess(..., want_audio=True)")
+        try:
+            clip = read_audio(self.path, sample_rate=self._audio_rate, report=self.audio_report)
+        except MediaError as err:
+            self.audio_report.outcome, self.audio_report.error = err.outcome, err.reason
+            return None
+        self.audio_report.audio_samples = len(clip.samples)
+        return clip
+
+    def frames(self) -> Iterator[FrameChunk]:
+        """Frame chunks as they are decoded; a failure ends the stream and is recorded in ``report``."""
+        try:
+            yield from iter_frames(self.path, report=self.report, **self._frame_args)
+        except MediaError as err:
+            self.report.outcome, self.report.error = err.outcome, err.reason
