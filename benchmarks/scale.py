@@ -354,8 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         body = "\n\n".join(measure[part](args, Path(tmp)) for part in PARTS if part in args.parts)
     print(body)
-    command = COMMAND if set(args.parts) == set(PARTS) else f"{COMMAND} --parts {' '.join(args.parts)}"
-    write_section("scale", command, body)
+    if set(args.parts) == set(PARTS):
+        write_section("scale", COMMAND, body)
+    else:  # a partial run gets its own section rather than replacing the full one
+        write_section(f"scale-{'-'.join(args.parts)}", f"{COMMAND} --parts {' '.join(args.parts)}", body)
 
 
 if __name__ == "__main__":
