@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CHUNK_FRAMES = 32
 AUDIO_ONLY_FRAMES_S = 1e-3
 DECODE_ISOLATION = ("process", "none")
+MAX_GPU_PREFETCH = 8
 QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
 
 
@@ -149,11 +151,12 @@ def extract_videos(
     *,
     batch_size: int = 32,
     decode_timeout_s: float = 600.0,
-    prefetch_videos: int = 2,
+    prefetch_videos: int | None = None,
     decode_isolation: str = "process",
 ) -> Iterator[ExtractedFeatures]:
     """Features of every job for every extractor, in completion order (see the module docstring).
 
+    ``prefetch_videos`` (decode threads) defaults to :func:`default_prefetch`.
     ``decode_isolation``: ``process`` (a killable child with a time limit per video) or ``none`` (decode on
     the decode thread itself: no time limit, for trusted inputs; see :mod:`pipeline.decode.inprocess`).
     """
@@ -163,6 +166,8 @@ def extract_videos(
         raise ValueError(
             f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(DECODE_ISOLATION)}"
         )
+    if prefetch_videos is None:
+        prefetch_videos = default_prefetch(extractors)
     if batch_size < 1 or prefetch_videos < 1:
         raise ValueError(
             f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
@@ -191,6 +196,17 @@ def extract_videos(
         queue.stop()
         for thread in threads:
             thread.join(timeout=30)
+
+
+def default_prefetch(extractors: Sequence[Extractor]) -> int:
+    """Decode threads: 2 when the models run on the CPU (their own threads already use every core, so more
+    decoding only competes with them); on a GPU the CPU is free for decoding and preprocessing, which then
+    set the pace (benchmarks/extract.py on an H100 with 2 threads: the GPU idled over 90 % of the time), so
+    one thread per core, up to ``MAX_GPU_PREFETCH``."""
+    if not any(extractor.device.type == "cuda" for extractor in extractors):
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(2, min(MAX_GPU_PREFETCH, cores))
 
 
 class _JobSource:

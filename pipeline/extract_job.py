@@ -60,7 +60,7 @@ class ExtractConfig(ConfigModel):
     batch_size: int = 32
     decode_timeout_s: float = 600.0
     decode_isolation: Literal["process", "none"] = "process"  # none: no time limit, for trusted inputs
-    prefetch_videos: int = 2
+    prefetch_videos: int | None = None  # decode threads per worker; None: the runner's default for the device
     retry_failed: bool = False
     task_retries: int = 1
     builder: str = DEFAULT_BUILDER
@@ -95,7 +95,7 @@ class WorkerContext:
     mode: str
     batch_size: int
     decode_timeout_s: float
-    prefetch_videos: int
+    prefetch_videos: int | None
     threads_per_worker: int
     decode_isolation: str = "process"
 

@@ -90,7 +90,7 @@ def extract_videos(
     *,
     batch_size: int = 32,
     decode_timeout_s: float = 600.0,
-    prefetch_videos: int = 2,
+    prefetch_videos: int | None = None,
     decode_isolation: str = "process",
 ) -> Iterator[ExtractedFeatures]:
     if multiprocessing.current_process().daemon:  # the real runner needs to start a decode child

@@ -194,7 +194,7 @@ def test_cli_extract_in_process(clips: Path, tmp_path: Path, capsys: pytest.Capt
     )  # no weights given
 
 
-def test_cli_decode_isolation_reaches_the_config(tmp_path: Path) -> None:
+def test_cli_decode_options_reach_the_config(tmp_path: Path) -> None:
     from pipeline.cli import build_parser
     from pipeline.commands.extract import build_config
 
@@ -202,6 +202,8 @@ def test_cli_decode_isolation_reaches_the_config(tmp_path: Path) -> None:
     parser = build_parser("extract")
     assert build_config(parser.parse_args(base)).decode_isolation == "process"
     assert build_config(parser.parse_args([*base, "--decode-isolation", "none"])).decode_isolation == "none"
+    assert build_config(parser.parse_args(base)).prefetch_videos is None  # the runner picks per device
+    assert build_config(parser.parse_args([*base, "--prefetch-videos", "6"])).prefetch_videos == 6
 
 
 @pytest.mark.slow

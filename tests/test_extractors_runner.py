@@ -232,6 +232,17 @@ def test_bad_arguments():
         list(extract_videos([], [FakeAudio()], decode_isolation="thread"))
 
 
+def test_decode_threads_default_by_device(monkeypatch):
+    cpu = FakeVisual()
+    assert runner.default_prefetch([cpu, FakeAudio()]) == 2  # CPU models already use every core
+    gpu = FakeVisual()
+    gpu.device = torch.device("cuda")  # only the attribute is read: no GPU needed
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert runner.default_prefetch([cpu, gpu]) == runner.MAX_GPU_PREFETCH
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert runner.default_prefetch([gpu]) == 2
+
+
 def test_both_decode_isolations_give_the_same_features(clips):
     jobs = [VideoJob(f"c{i}", str(path)) for i, path in enumerate(clips)]
     features = {

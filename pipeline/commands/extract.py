@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--decode-timeout", type=float, default=600.0, help="seconds before a decode is cut off"
     )
     parser.add_argument(
+        "--prefetch-videos",
+        type=int,
+        help="videos decoded at once per worker (decode threads); default 2 with CPU models, one per core "
+        "(up to 8) with GPU models",
+    )
+    parser.add_argument(
         "--decode-isolation",
         choices=("process", "none"),
         default="process",
@@ -112,6 +118,7 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
         batch_size=args.batch_size,
         decode_timeout_s=args.decode_timeout,
         decode_isolation=args.decode_isolation,
+        prefetch_videos=args.prefetch_videos,
         retry_failed=args.retry_failed,
         builder=args.builder,
         runner=args.runner,
