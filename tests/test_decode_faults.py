@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.decode import DecodeReport, MediaError, Outcome, iter_frames, probe, read_audio, too_short
+from pipeline.decode.backends.pyav_backend import PyAVBackend
 from pipeline.synth.faults import make_fault_corpus
 from pipeline.synth.media import pattern_frame, read_frame_code, write_av_clip
 
@@ -56,6 +57,9 @@ def test_truncated_keeps_frames_decoded_before_the_error(corpus):
     with pytest.raises(MediaError) as err:  # without a report the damage is raised, after the frames
         list(iter_frames(corpus["truncated"]))
     assert err.value.outcome is Outcome.PARTIAL
+    pooled = PyAVBackend(convert_workers=2)  # converting on a thread pool keeps the same frames
+    _, pooled_frames, pooled_report = _frames(corpus["truncated"], chunk_frames=4, backend=pooled)
+    assert pooled_report.outcome is Outcome.PARTIAL and np.array_equal(pooled_frames, frames)
 
 
 def test_truncated_audio_is_partial(corpus):

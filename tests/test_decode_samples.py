@@ -45,8 +45,9 @@ def test_every_frame_identical_across_backends(sample_videos):
     _, frames_decord, index_decord, _ = _decode(path, chunk_frames=50, backend="decord")
     assert np.array_equal(index, index_decord)
     assert np.array_equal(frames, frames_decord)
-    threaded = PyAVBackend(thread_type="AUTO", convert_threads=0)  # the many-core settings: same pixels
-    assert np.array_equal(frames, _decode(path, chunk_frames=50, backend=threaded)[1])
+    threaded = PyAVBackend(thread_type="AUTO", convert_workers=3)  # the many-core settings: same frames
+    _, frames_threaded, index_threaded, _ = _decode(path, chunk_frames=50, backend=threaded)
+    assert np.array_equal(index, index_threaded) and np.array_equal(frames, frames_threaded)
 
 
 def test_pts_sampling_at_25_fps_identical_across_backends(sample_videos):

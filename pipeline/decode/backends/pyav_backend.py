@@ -7,7 +7,10 @@ forward from there. Decoder threading is set by ``thread_type`` (measured in ben
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -23,6 +26,7 @@ from pipeline.decode.types import MediaError, Outcome
 # threading's extra threads per decoder only add contention. For one stream on a many-core machine,
 # PyAVBackend(thread_type="AUTO") lowers latency (REFERENCE §5.1: 20 -> 70 fps on a 3k x 2k video).
 DEFAULT_THREAD_TYPE = "SLICE"
+CONVERT_GROUP = 4  # frames per hand-off to a converting thread (``convert_workers``)
 
 
 class PyAVBackend:
@@ -33,14 +37,16 @@ class PyAVBackend:
         thread_type: str = DEFAULT_THREAD_TYPE,
         seek: bool = True,
         thread_count: int = 0,
-        convert_threads: int = 1,
+        convert_workers: int = 0,
     ):
         """``thread_count`` 0 lets FFmpeg pick (one per core); it only matters for AUTO/FRAME threading.
-        ``convert_threads`` is swscale's for the RGB conversion (0: one per core; see ``PyAVReader._rgb``)."""
+        ``convert_workers`` > 0 converts frames to RGB on that many threads, in order: for one stream on an
+        idle many-core machine, where one thread converting every frame falls behind FFmpeg's decoding
+        threads (benchmarks/decode.py on 16 cores); with one decoder per core it only adds contention."""
         self.thread_type = thread_type
         self.seek = seek
         self.thread_count = thread_count
-        self.convert_threads = convert_threads
+        self.convert_workers = convert_workers
 
     def open(self, path: Path) -> PyAVReader:
         try:
@@ -51,7 +57,12 @@ class PyAVBackend:
             container.close()
             raise MediaError(Outcome.NO_VIDEO, "no video stream", path)
         return PyAVReader(
-            container, path, self.thread_type, self.seek, self.thread_count, self.convert_threads
+            container,
+            path,
+            self.thread_type,
+            self.seek,
+            self.thread_count,
+            self.convert_workers,
         )
 
 
@@ -63,10 +74,11 @@ class PyAVReader:
         thread_type: str,
         seek: bool,
         thread_count: int = 0,
-        convert_threads: int = 1,
+        convert_workers: int = 0,
     ):
         self.container = container
-        self.convert_threads = convert_threads
+        self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers > 0 else None
+        self._lookahead = 2 * convert_workers  # groups in flight
         self.path = path
         self.stream = container.streams.video[0]
         self.scan: VideoScan = scan_video(container, self.stream)
@@ -74,13 +86,43 @@ class PyAVReader:
         self.stream.codec_context.thread_count = thread_count
         self.allow_seek = seek
         self._index_of = {int(p): i for i, p in enumerate(self.scan.pts)}
-        # One reformatter (one cached swscale context) for the whole stream rather than one per frame.
-        self._to_rgb = VideoReformatter()
+        # One reformatter (one cached swscale context) per converting thread rather than one per frame.
+        self._reformatters = threading.local()
 
     def frame_times(self) -> tuple[np.ndarray, float]:
         return self.scan.pts_s, self.scan.end_s
 
     def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        frames = self._frames(indices)
+        if self._pool is None:
+            for index, frame in frames:
+                yield index, self._rgb(frame)
+            return
+        pending: deque = deque()  # futures of frame groups in decode order: results leave in that order
+        group: list[tuple[int, av.VideoFrame]] = []
+        failure: MediaError | None = None
+        try:
+            for item in frames:
+                group.append(item)
+                if len(group) == CONVERT_GROUP:  # one hand-off per group: a thread hop costs ~50 us
+                    pending.append(self._pool.submit(self._rgb_group, group))
+                    group = []
+                if len(pending) >= self._lookahead:
+                    yield from pending.popleft().result()
+        except MediaError as err:  # the frames decoded before the error are kept, as without the pool
+            failure = err
+        if group:
+            pending.append(self._pool.submit(self._rgb_group, group))
+        while pending:
+            yield from pending.popleft().result()
+        if failure is not None:
+            raise failure
+
+    def _rgb_group(self, group: list[tuple[int, av.VideoFrame]]) -> list[tuple[int, np.ndarray]]:
+        return [(index, self._rgb(frame)) for index, frame in group]
+
+    def _frames(self, indices: np.ndarray) -> Iterator[tuple[int, av.VideoFrame]]:
+        """The wanted frames, still in the decoder's pixel format, seeking forward where that saves work."""
         wanted = [int(i) for i in indices]
         if not wanted:
             return
@@ -99,7 +141,7 @@ class PyAVReader:
                 while pos < len(wanted) and wanted[pos] < index:
                     pos += 1  # the decoder never produced this frame; skip it rather than loop
                 if pos < len(wanted) and wanted[pos] == index:
-                    yield index, self._rgb(frame)
+                    yield index, frame
                     pos += 1
                 if pos >= len(wanted):
                     return
@@ -115,12 +157,14 @@ class PyAVReader:
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """(H, W, 3) uint8 view of the frame in RGB, valid until the caller drops it.
 
-        swscale runs on this thread only by default (``convert_threads=1``): splitting every frame across one
-        thread per core cost 89 us of CPU per 320x240 frame against 49 us single-threaded (PyAV 18, 2-core
-        machine) and, with one decoder per worker process on every core, only adds contention. For one stream
-        on an idle many-core machine more threads can lower latency. Same pixels either way.
+        swscale runs on the calling thread only (``threads=1``): splitting every frame across one thread per
+        core cost 89 us of CPU per 320x240 frame against 49 us single-threaded (PyAV 18, 2-core machine), and
+        was slower in wall time too on an idle 16-core machine. Same pixels either way.
         """
-        return self._to_rgb.reformat(frame, format="rgb24", threads=self.convert_threads).to_ndarray()
+        reformatter = getattr(self._reformatters, "value", None)
+        if reformatter is None:
+            reformatter = self._reformatters.value = VideoReformatter()
+        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decode forward from the current position; on a decode error drain the frames already buffered."""
@@ -157,4 +201,6 @@ class PyAVReader:
         return self.scan.truncation
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.container.close()
