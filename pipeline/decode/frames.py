@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import av
 import numpy as np
 
 from pipeline.decode.backends import FrameBackend, FrameReader, get_backend
+from pipeline.decode.backends.base import PendingFrame
 from pipeline.decode.buffers import BufferPool
 from pipeline.decode.sampling import SamplePlan, plan_samples
 from pipeline.decode.types import DecodeReport, FrameChunk, MediaError, Outcome
@@ -121,6 +123,7 @@ class _ChunkBuilder:
         self.delivered = 0
         self._rows: list[tuple[float, int, float]] = []
         self._frames: np.ndarray | None = None
+        self._writes: list[Future[None]] = []
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -129,16 +132,23 @@ class _ChunkBuilder:
     def full(self) -> bool:
         return self._frames is not None and len(self._rows) == self._frames.shape[0]
 
-    def add(self, frame: np.ndarray, pts_s: float, index: int, target_s: float) -> None:
+    def add(self, frame: np.ndarray | PendingFrame, pts_s: float, index: int, target_s: float) -> None:
         if self._frames is None:
             size = max(1, min(self.chunk_frames, self.remaining))
             self._frames = _CHUNK_POOL.get((size, *frame.shape))
-        self._frames[len(self._rows)] = frame
+        row = self._frames[len(self._rows)]
+        if isinstance(frame, np.ndarray):
+            row[...] = frame
+        else:  # converted and copied on the backend's threads while decoding goes on here
+            self._writes.append(frame.write_async(row))
         self._rows.append((pts_s, index, target_s))
         self.remaining -= 1
         self.delivered += 1
 
     def take(self) -> FrameChunk:
+        for write in self._writes:  # every row must be written before the chunk leaves
+            write.result()
+        self._writes = []
         n = len(self._rows)
         frames = self._frames[:n] if self._frames is not None else np.zeros((0, 0, 0, 3), np.uint8)
         pts, index, target = (np.asarray(col) for col in zip(*self._rows, strict=True))

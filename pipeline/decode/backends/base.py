@@ -8,10 +8,20 @@ outcomes) lives in :mod:`pipeline.decode.frames` and is identical for all backen
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+
+class PendingFrame(Protocol):
+    """A decoded frame not yet converted to RGB: the conversion and the copy into ``out`` run on a thread
+    pool, so the caller can go on decoding (the consumer waits for the future before handing ``out`` on)."""
+
+    shape: tuple[int, int, int]  # (H, W, 3) of the RGB frame it writes
+
+    def write_async(self, out: np.ndarray) -> Future[None]: ...
 
 
 class FrameReader(Protocol):
@@ -21,9 +31,9 @@ class FrameReader(Protocol):
         """Presentation times of all frames in seconds, sorted, and when the last one stops being shown."""
         ...
 
-    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | PendingFrame]]:
         """Yield ``(index, frame)`` for the sorted unique presentation-order ``indices``; frames (H, W, 3)
-        uint8 RGB. Raises :class:`pipeline.decode.types.MediaError` (or the library's error) when decoding
+        uint8 RGB, or a :class:`PendingFrame` that writes them. Raises :class:`pipeline.decode.types.MediaError` (or the library's error) when decoding
         fails; frames yielded before that are valid."""
         ...
 

@@ -8,9 +8,8 @@ forward from there. Decoder threading is set by ``thread_type`` (measured in ben
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -26,7 +25,6 @@ from pipeline.decode.types import MediaError, Outcome
 # threading's extra threads per decoder only add contention. For one stream on a many-core machine,
 # PyAVBackend(thread_type="AUTO") lowers latency (REFERENCE §5.1: 20 -> 70 fps on a 3k x 2k video).
 DEFAULT_THREAD_TYPE = "SLICE"
-CONVERT_GROUP = 4  # frames per hand-off to a converting thread (``convert_workers``)
 
 
 class PyAVBackend:
@@ -78,7 +76,6 @@ class PyAVReader:
     ):
         self.container = container
         self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers > 0 else None
-        self._lookahead = 2 * convert_workers  # groups in flight
         self.path = path
         self.stream = container.streams.video[0]
         self.scan: VideoScan = scan_video(container, self.stream)
@@ -92,34 +89,13 @@ class PyAVReader:
     def frame_times(self) -> tuple[np.ndarray, float]:
         return self.scan.pts_s, self.scan.end_s
 
-    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        frames = self._frames(indices)
+    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | PendingRGB]]:
         if self._pool is None:
-            for index, frame in frames:
+            for index, frame in self._frames(indices):
                 yield index, self._rgb(frame)
             return
-        pending: deque = deque()  # futures of frame groups in decode order: results leave in that order
-        group: list[tuple[int, av.VideoFrame]] = []
-        failure: MediaError | None = None
-        try:
-            for item in frames:
-                group.append(item)
-                if len(group) == CONVERT_GROUP:  # one hand-off per group: a thread hop costs ~50 us
-                    pending.append(self._pool.submit(self._rgb_group, group))
-                    group = []
-                if len(pending) >= self._lookahead:
-                    yield from pending.popleft().result()
-        except MediaError as err:  # the frames decoded before the error are kept, as without the pool
-            failure = err
-        if group:
-            pending.append(self._pool.submit(self._rgb_group, group))
-        while pending:
-            yield from pending.popleft().result()
-        if failure is not None:
-            raise failure
-
-    def _rgb_group(self, group: list[tuple[int, av.VideoFrame]]) -> list[tuple[int, np.ndarray]]:
-        return [(index, self._rgb(frame)) for index, frame in group]
+        for index, frame in self._frames(indices):
+            yield index, PendingRGB(frame, self)
 
     def _frames(self, indices: np.ndarray) -> Iterator[tuple[int, av.VideoFrame]]:
         """The wanted frames, still in the decoder's pixel format, seeking forward where that saves work."""
@@ -204,3 +180,18 @@ class PyAVReader:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.container.close()
+
+
+class PendingRGB:
+    """A decoded frame whose RGB conversion and copy into the consumer's chunk run on the reader's pool."""
+
+    def __init__(self, frame: av.VideoFrame, reader: PyAVReader):
+        self.frame, self.reader = frame, reader
+        self.shape = (frame.height, frame.width, 3)
+
+    def write_async(self, out: np.ndarray) -> Future[None]:
+        assert self.reader._pool is not None
+        return self.reader._pool.submit(self._write, out)
+
+    def _write(self, out: np.ndarray) -> None:
+        out[...] = self.reader._rgb(self.frame)  # numpy copies without the GIL: the pool runs in parallel
