@@ -35,8 +35,8 @@ from pipeline.synth.media import make_test_clip
 SHARED = Path(os.environ.get("AVZSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COMMAND = ".venv/bin/python -m benchmarks.decode"
 FRAME_X2 = PyAVBackend(thread_type="FRAME", thread_count=2)
-# One stream on an idle machine: frame-threaded decoding, plus RGB conversion on a quarter of the cores.
-CONVERTERS = max(1, min(4, (os.cpu_count() or 1) // 4))
+# One stream on an idle machine: frame-threaded decoding, plus RGB conversion on half the cores (large frames).
+CONVERTERS = max(1, min(8, (os.cpu_count() or 1) // 2))
 ONE_STREAM = PyAVBackend(thread_type="AUTO", convert_workers=CONVERTERS)
 
 
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
             "Limit = PyAV decoding every packet without colour conversion (best of SLICE/AUTO threads), same run. "
             f"`pyav` uses thread_type={DEFAULT_THREAD_TYPE} (the default: one decoder per worker on every core); "
             f'`one-stream settings` = `PyAVBackend(thread_type="AUTO", convert_workers={CONVERTERS})` (frame-'
-            "threaded decoding; RGB conversion and copy on a quarter of the cores), for one stream on an idle "
-            "machine. Targets: every frame to RGB >= 0.8x the limit; "
+            "threaded decoding; RGB conversion and copy of frames from 640x360 up on half the cores), for one "
+            "stream on an idle machine. Targets: every frame to RGB >= 0.8x the limit; "
             "1 fps faster than every frame. `frames 1 fps must decode` = each sampled frame and the frames back "
             "to its keyframe: the least any bit-exact decoder must decode (with no colour conversion saved "
             "beyond the sampled frames, this bounds the 1 fps speed-up).",

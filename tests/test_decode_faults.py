@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.decode import DecodeReport, MediaError, Outcome, iter_frames, probe, read_audio, too_short
+from pipeline.decode.backends import pyav_backend
 from pipeline.decode.backends.pyav_backend import PyAVBackend
 from pipeline.synth.faults import make_fault_corpus
 from pipeline.synth.media import pattern_frame, read_frame_code, write_av_clip
@@ -48,7 +49,7 @@ def test_probe_missing_file(tmp_path):
     assert result.status is Outcome.NOT_FOUND and "does not exist" in result.error
 
 
-def test_truncated_keeps_frames_decoded_before_the_error(corpus):
+def test_truncated_keeps_frames_decoded_before_the_error(corpus, monkeypatch):
     _, good, _ = _frames(corpus["ok"])
     chunks, frames, report = _frames(corpus["truncated"], chunk_frames=4)
     assert report.outcome is Outcome.PARTIAL and report.error
@@ -57,6 +58,7 @@ def test_truncated_keeps_frames_decoded_before_the_error(corpus):
     with pytest.raises(MediaError) as err:  # without a report the damage is raised, after the frames
         list(iter_frames(corpus["truncated"]))
     assert err.value.outcome is Outcome.PARTIAL
+    monkeypatch.setattr(pyav_backend, "CONVERT_MIN_PIXELS", 0)
     pooled = PyAVBackend(convert_workers=2)  # converting on a thread pool keeps the same frames
     _, pooled_frames, pooled_report = _frames(corpus["truncated"], chunk_frames=4, backend=pooled)
     assert pooled_report.outcome is Outcome.PARTIAL and np.array_equal(pooled_frames, frames)

@@ -25,6 +25,9 @@ from pipeline.decode.types import MediaError, Outcome
 # threading's extra threads per decoder only add contention. For one stream on a many-core machine,
 # PyAVBackend(thread_type="AUTO") lowers latency (REFERENCE §5.1: 20 -> 70 fps on a 3k x 2k video).
 DEFAULT_THREAD_TYPE = "SLICE"
+# Below this frame size a hand-off to a converting thread costs more than the conversion it moves (16-core
+# machine: 320x240 and 480x360 ran 0.83x -> 0.58x and 0.77x -> 0.69x of the raw decode rate with 4 threads).
+CONVERT_MIN_PIXELS = 640 * 360
 
 
 class PyAVBackend:
@@ -38,9 +41,10 @@ class PyAVBackend:
         convert_workers: int = 0,
     ):
         """``thread_count`` 0 lets FFmpeg pick (one per core); it only matters for AUTO/FRAME threading.
-        ``convert_workers`` > 0 converts frames to RGB on that many threads, in order: for one stream on an
-        idle many-core machine, where one thread converting every frame falls behind FFmpeg's decoding
-        threads (benchmarks/decode.py on 16 cores); with one decoder per core it only adds contention."""
+        ``convert_workers`` > 0 converts frames of at least ``CONVERT_MIN_PIXELS`` to RGB on that many
+        threads: for one stream on an idle many-core machine, where one thread converting every frame falls
+        behind FFmpeg's decoding threads (benchmarks/decode.py on 16 cores: 720p from 0.36x to 0.71x of the
+        raw decode rate); with one decoder per core it only adds contention."""
         self.thread_type = thread_type
         self.seek = seek
         self.thread_count = thread_count
@@ -75,9 +79,10 @@ class PyAVReader:
         convert_workers: int = 0,
     ):
         self.container = container
-        self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers > 0 else None
-        self.path = path
         self.stream = container.streams.video[0]
+        large = self.stream.codec_context.width * self.stream.codec_context.height >= CONVERT_MIN_PIXELS
+        self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers and large else None
+        self.path = path
         self.scan: VideoScan = scan_video(container, self.stream)
         self.stream.thread_type = thread_type
         self.stream.codec_context.thread_count = thread_count
