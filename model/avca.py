@@ -14,6 +14,7 @@ from torch import nn
 from model.config import AVCAConfig
 from model.layers import (
     Branch,
+    Dropout,
     EmbeddingNet,
     FeedForward,
     Heads,
@@ -31,7 +32,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape

@@ -22,6 +22,7 @@ from torch import nn
 from model.config import AVCAConfig, DAANConfig
 from model.layers import (
     Branch,
+    Dropout,
     EmbeddingNet,
     FeedForward,
     Heads,
@@ -72,7 +73,7 @@ class TCN(nn.Module):
             nn.ModuleList([DilatedConv(dim, kernel, 2**level), DilatedConv(dim, kernel, 2**level)])
             for level in range(levels)
         )
-        self.act, self.drop = nn.ReLU(), nn.Dropout(dropout)
+        self.act, self.drop = nn.ReLU(), Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         keep = None if mask is None else mask.unsqueeze(-1).to(x.dtype)
@@ -105,7 +106,7 @@ class QDMA(nn.Module):
         self.to_q = nn.Linear(dim, 2 * inner, bias=False)
         self.to_k = nn.Linear(dim, 2 * inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), Dropout(dropout))
         self.head_norm = nn.LayerNorm(dim_head) if head_norm else None
         self.lambdas = None
         if learnable_lambda:  # DIFF Transformer: lambda = exp(q1.k1) - exp(q2.k2) + lambda_init (layer 1)

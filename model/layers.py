@@ -10,6 +10,17 @@ from torch import nn
 from model.config import AVCAConfig
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the CPU keep-mask drawn as ``rand >= p``: the same Bernoulli(1 - p) mask and
+    1 / (1 - p) scale, but torch's CPU ``bernoulli_`` took 14 % of a DAAN training step and this runs forward
+    plus backward about 1.6x faster (measured, torch 2.11, 2 cores). CUDA keeps torch's fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.is_cuda:
+            return super().forward(x)
+        return x * ((torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p)))
+
+
 class EmbeddingNet(nn.Sequential):
     """AVCA's MLP block: Linear-BN-ReLU-Dropout (twice when ``hidden``).
 
@@ -24,14 +35,14 @@ class EmbeddingNet(nn.Sequential):
                 nn.Linear(d_in, hidden),
                 nn.BatchNorm1d(hidden),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
                 nn.Linear(hidden, d_out),
                 nn.BatchNorm1d(d_out, momentum=momentum),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
             ]
         else:
-            layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), nn.Dropout(dropout)]
+            layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), Dropout(dropout)]
         super().__init__(*layers)
 
 
@@ -40,9 +51,9 @@ class FeedForward(nn.Sequential):
         super().__init__(
             nn.Linear(dim, hidden),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, dim),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
 

@@ -393,3 +393,18 @@ def test_attention_products_equal_matmul_for_any_token_count(tokens):
     torch.testing.assert_close(attention_scores(q, k), q @ k.transpose(-1, -2))
     attn = torch.softmax(torch.randn(3, 2, tokens, 2), dim=-1)
     torch.testing.assert_close(attention_mix(attn, v), attn @ v)
+
+
+def test_dropout_draws_a_bernoulli_mask_with_inverse_keep_scaling():
+    from model.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 7 sigma of a Bernoulli(0.7) mean over 2e5 draws
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask / 0.7)/dx is the mask / 0.7
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
