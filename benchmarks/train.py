@@ -159,7 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="DataLoader workers of the reference-style loop"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds (best kept)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="alternating rounds; the best (least disturbed) of each loop is kept",
+    )
     parser.add_argument(
         "--threads",
         type=int,
