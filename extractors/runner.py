@@ -31,8 +31,7 @@ import torch
 
 from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
-from pipeline.decode import open_guarded
-from pipeline.decode.inprocess import open_inprocess
+from pipeline.decode import open_guarded, open_inprocess
 from pipeline.decode.types import DecodeReport, Outcome
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """Decoding: probe files, stream PTS-sampled RGB frames in bounded chunks, read mono audio, all with typed
-outcomes; ``open_guarded`` runs a decode in a killable child process with a time limit.
+outcomes; ``open_guarded`` runs a decode in a killable child process with a time limit (``open_inprocess``: the
+same interface in the calling process, for trusted inputs).
 
 Backends ``pyav`` (default, see :data:`DEFAULT_BACKEND`) and ``decord`` give bit-identical frames; audio
 always goes through PyAV's resampler.
@@ -9,6 +10,7 @@ from pipeline.decode.audio import read_audio
 from pipeline.decode.backends import BACKENDS
 from pipeline.decode.frames import DEFAULT_BACKEND, iter_frames
 from pipeline.decode.guarded import GuardedDecode, open_guarded
+from pipeline.decode.inprocess import InProcessDecode, open_inprocess
 from pipeline.decode.length import too_short
 from pipeline.decode.probe import probe
 from pipeline.decode.sampling import SamplePlan, plan_samples
@@ -31,6 +33,7 @@ __all__ = [
     "DecodeReport",
     "FrameChunk",
     "GuardedDecode",
+    "InProcessDecode",
     "MediaError",
     "Outcome",
     "ProbeResult",
@@ -38,6 +41,7 @@ __all__ = [
     "VideoStreamInfo",
     "iter_frames",
     "open_guarded",
+    "open_inprocess",
     "plan_samples",
     "probe",
     "read_audio",
