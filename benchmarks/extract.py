@@ -10,7 +10,7 @@ one), on a few short synthetic clips with audio:
   example on the CPU, batch size 1.
 Reported: full / model (target >= 0.85: decoding and preprocessing hidden behind inference), full / naive
 (target >= 1 on CPU) and model / (model + pipeline): what full / model would be with no overlap at all.
-Full and model-only alternate ``--repeats`` times and the fastest of each counts, so a burst of load from
+Full, model-only and naive alternate ``--repeats`` times and the fastest of each counts, so a burst of load from
 other jobs on a shared machine does not decide the ratio. Both paths are warmed first (the model's first
 call; the decoder's forkserver, a once-per-process start).
 Run: ``.venv/bin/python -m benchmarks.extract [--extractors c3d vit] [--videos 3] [--repeats 2]``.
@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extractors", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--videos", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating full/model runs; fastest counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating full/model/naive runs; the fastest of each counts"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -191,12 +193,12 @@ def main(argv: list[str] | None = None) -> None:
             clips = make_clips(Path(tmp) / name, args.videos, seconds, width, height)
             extractor = build_extractor(name, weights="random", device=args.device, **options)
             warm_up(extractor, clips[0], args.batch_size)
-            model_s = full_s = float("inf")
-            for _ in range(args.repeats):
+            model_s = full_s = naive_s = float("inf")
+            for _ in range(args.repeats):  # interleaved: a burst of load from other jobs hits all three alike
                 model_s = min(model_s, time_model(extractor, clips, args.batch_size))
                 full_s = min(full_s, time_full(extractor, clips, args.batch_size))
+                naive_s = min(naive_s, time_naive(extractor, clips))
             pipeline_s = time_pipeline(extractor, clips, args.batch_size)
-            naive_s = time_naive(extractor, clips)
             n = len(clips)
             rows.append(
                 [
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         "no-overlap bound = model / (model + pipeline), what full / model would be if nothing overlapped; "
         "naive = whole-video decode into a list, per-frame PIL (C3D: the AV-GZSL transform chain; ViT: the "
         f"PIL ViT processor) or per-example CPU preprocessing, batch size 1. Fastest of {args.repeats} "
-        "alternating full/model runs, after one warm-up of each. Targets: full / model >= 0.85, full / naive "
+        "alternating full/model/naive runs, after one warm-up of full and model. Targets: full / model >= 0.85, full / naive "
         f">= 1 on CPU, >= 3 on a GPU. Load average at the start: {load:.1f} on {os.cpu_count()} cores.\n\n"
         + table
         + "\n"
