@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         "no-overlap bound = model / (model + pipeline), what full / model would be if nothing overlapped; "
         "naive = whole-video decode into a list, per-frame PIL (C3D: the AV-GZSL transform chain; ViT: the "
         f"PIL ViT processor) or per-example CPU preprocessing, batch size 1. Fastest of {args.repeats} "
-        "alternating full/model/naive runs, after one warm-up of full and model. Targets: full / model >= 0.85, full / naive "
-        f">= 1 on CPU, >= 3 on a GPU. Load average at the start: {load:.1f} on {os.cpu_count()} cores.\n\n"
+        "alternating full/model/naive runs, after one warm-up of full and model. Targets: full / model >= 0.85, "
+        f"full / naive >= 1 on CPU, >= 3 on a GPU. Load average at the start: {load:.1f} on {os.cpu_count()} cores.\n\n"
         + table
         + "\n"
     )

@@ -2,8 +2,9 @@
 
 Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
-  (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself): audio once at the audio extractors' rate, frames once at the
-  visual extractors' common fps (or at the native rate, resampled by PTS per extractor when rates differ).
+  (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
+  audio once at the audio extractors' rate, frames once at the visual extractors' common fps (or at the
+  native rate, resampled by PTS per extractor when rates differ).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
   (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
   (measured in benchmarks/extract.py). Prepared inputs and each video's final status go through a queue
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 32
 AUDIO_ONLY_FRAMES_S = 1e-3
-DECODE_ISOLATION = ("process", "none")
+OPENERS = {"process": open_guarded, "none": open_inprocess}  # decode isolation -> how a video is opened
 MAX_GPU_PREFETCH = 8
 QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
 
@@ -161,10 +162,8 @@ def extract_videos(
     """
     if not extractors:
         raise ValueError("extract_videos needs at least one extractor")
-    if decode_isolation not in DECODE_ISOLATION:
-        raise ValueError(
-            f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(DECODE_ISOLATION)}"
-        )
+    if decode_isolation not in OPENERS:
+        raise ValueError(f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(OPENERS)}")
     if prefetch_videos is None:
         prefetch_videos = default_prefetch(extractors)
     if batch_size < 1 or prefetch_videos < 1:
@@ -278,8 +277,7 @@ def _decode_one(
     # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
     # frames of the first millisecond only, so no video is decoded that nothing will use.
     frames_until = None if plan.visual else AUDIO_ONLY_FRAMES_S
-    opener = open_guarded if isolation == "process" else open_inprocess
-    with opener(
+    with OPENERS[isolation](
         job.path,
         fps=plan.fps,
         chunk_frames=CHUNK_FRAMES,

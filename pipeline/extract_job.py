@@ -43,6 +43,9 @@ RETRY_ALWAYS = ("error",)  # our failure (runner crash), not the video's: redone
 _EXTRACTORS: dict[tuple, Any] = {}  # per worker process: built extractors, kept across tasks
 
 
+DecodeIsolation = Literal["process", "none"]  # see extractors.runner.OPENERS
+
+
 class ExtractConfig(ConfigModel):
     """Everything ``avzsl extract`` needs; written next to the stores as ``config.yaml``."""
 
@@ -59,7 +62,7 @@ class ExtractConfig(ConfigModel):
     shard_size: int = 16
     batch_size: int = 32
     decode_timeout_s: float = 600.0
-    decode_isolation: Literal["process", "none"] = "process"  # none: no time limit, for trusted inputs
+    decode_isolation: DecodeIsolation = "process"  # none: no time limit, for trusted inputs
     prefetch_videos: int | None = None  # decode threads per worker; None: the runner's default for the device
     retry_failed: bool = False
     task_retries: int = 1
@@ -97,7 +100,7 @@ class WorkerContext:
     decode_timeout_s: float
     prefetch_videos: int | None
     threads_per_worker: int
-    decode_isolation: str = "process"
+    decode_isolation: str
 
 
 @dataclass

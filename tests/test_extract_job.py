@@ -348,8 +348,8 @@ def test_real_runner_hanging_decode_is_cut_off_and_recorded(
     import extractors.runner
     from pipeline.decode import open_guarded
 
-    monkeypatch.setattr(
-        extractors.runner, "open_guarded", functools.partial(open_guarded, backend="hang-test")
+    monkeypatch.setitem(
+        extractors.runner.OPENERS, "process", functools.partial(open_guarded, backend="hang-test")
     )
     cfg = ExtractConfig(
         videos=[str(corpus["ok"]), str(corpus["vfr"])],

@@ -105,7 +105,7 @@ def test_one_decode_per_video_and_batches_across_videos(clips, monkeypatch):
         opened.append(path)
         return open_guarded(path, **kwargs)
 
-    monkeypatch.setattr(runner, "open_guarded", counting_open)
+    monkeypatch.setitem(runner.OPENERS, "process", counting_open)
     visual, audio = FakeVisual(), FakeAudio()
     jobs = [VideoJob(f"clips/{p.name}", str(p)) for p in clips]
     results = _by_key(extract_videos(jobs, [visual, audio], batch_size=8, prefetch_videos=2))
@@ -208,7 +208,7 @@ def test_hanging_decode_times_out_and_keeps_audio(clips, monkeypatch):
     def hanging(path, **kwargs):
         return open_guarded(path, **{**kwargs, "backend": "hang-test"})
 
-    monkeypatch.setattr(runner, "open_guarded", hanging)
+    monkeypatch.setitem(runner.OPENERS, "process", hanging)
     results = _by_key(
         extract_videos([VideoJob("h", str(clips[0]))], [FakeVisual(), FakeAudio()], decode_timeout_s=1.0)
     )

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from pipeline.cli import UsageError
 from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
-from pipeline.extract_job import DEFAULT_BUILDER, DEFAULT_RUNNER, ExtractConfig, format_summary, run_extract
+from pipeline.extract_job import (
+    DEFAULT_BUILDER,
+    DEFAULT_RUNNER,
+    DecodeIsolation,
+    ExtractConfig,
+    format_summary,
+    run_extract,
+)
 from pipeline.manifest import ManifestError
 from pipeline.store import StoreBusy, StoreError
 
@@ -50,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--decode-isolation",
-        choices=("process", "none"),
+        choices=get_args(DecodeIsolation),
         default="process",
         help="process: each decode in a killable child with the time limit (default); none: in the worker "
         "itself, no time limit, for trusted inputs",

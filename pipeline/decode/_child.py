@@ -2,8 +2,8 @@
 
 A child serves videos in turn (starting a process, warming up the decoder and mapping the ring in cost more
 than decoding a short clip: profiled at 70 ms per video for a 4 s 320x240 clip that decodes in 40 ms), and
-exits when the parent closes the pipe or says ``exit``. Messages are small pickled headers; frame pixels go through a shared-memory ring or as raw bytes
-(:mod:`pipeline.decode.transport`), audio as raw bytes (``send_bytes``, no pickling of samples). Everything
+exits when the parent closes the pipe or says ``exit``. Messages are small pickled headers; frame pixels go
+through a shared-memory ring or as raw bytes (:mod:`pipeline.decode.transport`), audio as raw bytes (``send_bytes``, no pickling of samples). Everything
 is sent from the decoding thread itself, so a decode that hangs can never leave half a message in the pipe.
 """
 
@@ -69,7 +69,7 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
         conn.send(("end", report))
         return True
     except (BrokenPipeError, ConnectionResetError):
-        raise
+        raise  # the parent went away: not a decoder failure; serve() ends quietly
     except Exception as err:  # a decoder bug triggered by this file: record it for the parent, never hide it
         detail = "".join(traceback.format_exception_only(err)).strip()
         conn.send(("failed", f"decoder raised {detail}"))

@@ -28,13 +28,15 @@ def open_inprocess(
     end_s: float | None = None,
     **_guard_options: object,
 ) -> InProcessDecode:
-    """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not apply."""
+    """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not
+    apply."""
     check_args(fps, chunk_frames, start_s, end_s)
     return InProcessDecode(path, fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s)
 
 
 class InProcessDecode:
-    """``frames()``, ``audio()``, ``report`` and ``audio_report`` as in :class:`pipeline.decode.GuardedDecode`."""
+    """``frames()``, ``audio()``, ``report`` and ``audio_report`` as in
+    :class:`pipeline.decode.GuardedDecode`."""
 
     def __init__(
         self,

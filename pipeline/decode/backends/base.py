@@ -33,8 +33,8 @@ class FrameReader(Protocol):
 
     def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | PendingFrame]]:
         """Yield ``(index, frame)`` for the sorted unique presentation-order ``indices``; frames (H, W, 3)
-        uint8 RGB, or a :class:`PendingFrame` that writes them. Raises :class:`pipeline.decode.types.MediaError` (or the library's error) when decoding
-        fails; frames yielded before that are valid."""
+        uint8 RGB, or a :class:`PendingFrame` that writes them. Raises :class:`pipeline.decode.types.MediaError`
+        (or the library's error) when decoding fails; frames yielded before that are valid."""
         ...
 
     def truncation(self) -> str | None:

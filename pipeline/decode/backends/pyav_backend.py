@@ -79,10 +79,10 @@ class PyAVReader:
         convert_workers: int = 0,
     ):
         self.container = container
+        self.path = path
         self.stream = container.streams.video[0]
         large = self.stream.codec_context.width * self.stream.codec_context.height >= CONVERT_MIN_PIXELS
         self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers and large else None
-        self.path = path
         self.scan: VideoScan = scan_video(container, self.stream)
         self.stream.thread_type = thread_type
         self.stream.codec_context.thread_count = thread_count
