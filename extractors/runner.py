@@ -170,6 +170,7 @@ def extract_videos(
         raise ValueError(
             f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
         )
+    decoder_threads = default_decoder_threads(extractors, prefetch_videos)
     plan = _Plan.of(extractors)
     queue = ByteQueue(QUEUE_BYTES)
     job_list: list[VideoJob] = []
@@ -177,7 +178,7 @@ def extract_videos(
     threads = [
         threading.Thread(
             target=_decode_worker,
-            args=(source, extractors, plan, queue, decode_timeout_s, decode_isolation),
+            args=(source, extractors, plan, queue, decode_timeout_s, decode_isolation, decoder_threads),
             name=f"avzsl-decode-{i}",
             daemon=True,
         )
@@ -201,10 +202,26 @@ def default_prefetch(extractors: Sequence[Extractor]) -> int:
     decoding only competes with them); on a GPU the CPU is free for decoding and preprocessing, which then
     set the pace (benchmarks/extract.py on an H100 with 2 threads: the GPU idled over 90 % of the time), so
     one thread per core, up to ``MAX_GPU_PREFETCH``."""
-    if not any(extractor.device.type == "cuda" for extractor in extractors):
+    if not _on_gpu(extractors):
         return 2
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-    return max(2, min(MAX_GPU_PREFETCH, cores))
+    return max(2, min(MAX_GPU_PREFETCH, _cores()))
+
+
+def default_decoder_threads(extractors: Sequence[Extractor], prefetch_videos: int) -> int:
+    """Threads per decode: 1 when the models run on the CPU (the cores are taken, and a single-threaded
+    decode gives the most frames per CPU second: benchmarks/decode.py, two streams at once); on a GPU the
+    cores left over by the decode threads, so few long videos still use the machine."""
+    if not _on_gpu(extractors):
+        return 1
+    return max(1, _cores() // prefetch_videos)
+
+
+def _on_gpu(extractors: Sequence[Extractor]) -> bool:
+    return any(extractor.device.type == "cuda" for extractor in extractors)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 
 
 class _JobSource:
@@ -232,13 +249,21 @@ class _JobSource:
 
 
 def _decode_worker(
-    source: _JobSource, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float, isolation: str
+    source: _JobSource,
+    extractors,
+    plan: _Plan,
+    queue: ByteQueue,
+    timeout_s: float,
+    isolation: str,
+    decoder_threads: int,
 ) -> None:
     try:
         while (item := source.next()) is not None:
             index, job = item
             try:
-                statuses = _decode_one(index, job, extractors, plan, queue, timeout_s, isolation)
+                statuses = _decode_one(
+                    index, job, extractors, plan, queue, timeout_s, isolation, decoder_threads
+                )
             except _Stop:
                 raise
             except Exception as err:  # a bug met on one file must not stop the others; it is logged loudly
@@ -254,7 +279,14 @@ def _decode_worker(
 
 
 def _decode_one(
-    index: int, job: VideoJob, extractors, plan: _Plan, queue: ByteQueue, timeout_s: float, isolation: str
+    index: int,
+    job: VideoJob,
+    extractors,
+    plan: _Plan,
+    queue: ByteQueue,
+    timeout_s: float,
+    isolation: str,
+    decoder_threads: int,
 ):
     """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
     counts = dict.fromkeys(range(len(extractors)), 0)
@@ -284,6 +316,7 @@ def _decode_one(
         want_audio=bool(plan.audio),
         audio_rate=plan.audio_rate,
         timeout_s=timeout_s,
+        decoder_threads=decoder_threads,
         prefetch_chunks=2,
         end_s=frames_until,
     ) as decode:

@@ -46,6 +46,8 @@ def test_every_frame_identical_across_backends(sample_videos, monkeypatch):
     _, frames_decord, index_decord, _ = _decode(path, chunk_frames=50, backend="decord")
     assert np.array_equal(index, index_decord)
     assert np.array_equal(frames, frames_decord)
+    _, frames_single, index_single, _ = _decode(path, chunk_frames=50, decoder_threads=1)  # the pipeline's
+    assert np.array_equal(index, index_single) and np.array_equal(frames, frames_single)
     monkeypatch.setattr(pyav_backend, "CONVERT_MIN_PIXELS", 0)  # converter threads even at 320x240
     threaded = PyAVBackend(thread_type="AUTO", convert_workers=3)  # the many-core settings: same frames
     _, frames_threaded, index_threaded, _ = _decode(path, chunk_frames=50, backend=threaded)

@@ -243,6 +243,27 @@ def test_decode_threads_default_by_device(monkeypatch):
     assert runner.default_prefetch([gpu]) == 2
 
 
+def test_each_decode_gets_the_cores_the_models_leave(monkeypatch):
+    cpu, gpu = FakeVisual(), FakeVisual()
+    gpu.device = torch.device("cuda")
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert runner.default_decoder_threads([cpu, FakeAudio()], 2) == 1  # the models use the cores
+    assert runner.default_decoder_threads([gpu], 8) == 2
+    assert runner.default_decoder_threads([gpu], 32) == 1
+
+
+def test_cpu_extraction_decodes_single_threaded(clips, monkeypatch):
+    threads = []
+
+    def recording_open(path, **kwargs):
+        threads.append(kwargs["decoder_threads"])
+        return open_guarded(path, **kwargs)
+
+    monkeypatch.setitem(runner.OPENERS, "process", recording_open)
+    list(extract_videos([VideoJob("a", str(clips[0]))], [FakeVisual()]))
+    assert threads == [1]
+
+
 def test_both_decode_isolations_give_the_same_features(clips):
     jobs = [VideoJob(f"c{i}", str(path)) for i, path in enumerate(clips)]
     features = {

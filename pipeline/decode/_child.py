@@ -29,6 +29,7 @@ class DecodeRequest:
     want_audio: bool
     audio_rate: int
     backend: str
+    decoder_threads: int
     start_s: float
     end_s: float | None
 
@@ -58,6 +59,7 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
                 fps=request.fps,
                 chunk_frames=request.chunk_frames,
                 backend=request.backend,
+                decoder_threads=request.decoder_threads,
                 start_s=request.start_s,
                 end_s=request.end_s,
                 report=report,

@@ -45,6 +45,7 @@ def iter_frames(
     fps: float | None = None,
     chunk_frames: int = 32,
     backend: str | FrameBackend = DEFAULT_BACKEND,
+    decoder_threads: int = 0,
     start_s: float = 0.0,
     end_s: float | None = None,
     report: DecodeReport | None = None,
@@ -54,13 +55,15 @@ def iter_frames(
 
     ``start_s``/``end_s`` bound the targets to [start_s, end_s) in stream seconds. ``report`` (optional)
     receives the outcome, error text and the number of frames delivered. ``backend`` is a name from
-    :data:`pipeline.decode.BACKENDS` or a configured backend object (e.g. ``PyAVBackend(thread_type="AUTO")``).
+    :data:`pipeline.decode.BACKENDS`, configured by ``decoder_threads`` as in
+    :func:`pipeline.decode.backends.get_backend` (0: this one stream may use every core; 1: one thread, for
+    callers that run one decoder per core), or a configured backend object (e.g. ``PyAVBackend(seek=False)``).
     """
     check_args(fps, chunk_frames, start_s, end_s)
     path = Path(path)
     _check_file(path)
     if isinstance(backend, str):
-        backend = get_backend(backend, allow_test=_allow_test_backend)
+        backend = get_backend(backend, threads=decoder_threads, allow_test=_allow_test_backend)
     reader = backend.open(path)
     try:
         times, stream_end = reader.frame_times()
@@ -139,8 +142,8 @@ class _ChunkBuilder:
         row = self._frames[len(self._rows)]
         if isinstance(frame, np.ndarray):
             row[...] = frame
-        else:  # converted and copied on the backend's threads while decoding goes on here
-            self._writes.append(frame.write_async(row))
+        elif (pending := frame.write_into(row)) is not None:  # written on the backend's threads meanwhile
+            self._writes.append(pending)
         self._rows.append((pts_s, index, target_s))
         self.remaining -= 1
         self.delivered += 1

@@ -48,6 +48,7 @@ def open_guarded(
     want_audio: bool = False,
     audio_rate: int = 16000,
     backend: str = DEFAULT_BACKEND,
+    decoder_threads: int = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     prefetch_chunks: int = 2,
     start_s: float = 0.0,
@@ -70,7 +71,9 @@ def open_guarded(
         raise ValueError(f"need timeout_s > 0 and prefetch_chunks >= 1, got {timeout_s}, {prefetch_chunks}")
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
-    request = DecodeRequest(str(path), fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s)
+    request = DecodeRequest(
+        str(path), fps, chunk_frames, want_audio, audio_rate, backend, decoder_threads, start_s, end_s
+    )
     if mp.current_process().daemon:
         raise RuntimeError(
             "open_guarded needs to start a decoder process, but this process is daemonic (a Dask worker by "

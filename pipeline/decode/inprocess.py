@@ -24,6 +24,7 @@ def open_inprocess(
     want_audio: bool = False,
     audio_rate: int = 16000,
     backend: str = DEFAULT_BACKEND,
+    decoder_threads: int = 0,
     start_s: float = 0.0,
     end_s: float | None = None,
     **_guard_options: object,
@@ -31,7 +32,9 @@ def open_inprocess(
     """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not
     apply."""
     check_args(fps, chunk_frames, start_s, end_s)
-    return InProcessDecode(path, fps, chunk_frames, want_audio, audio_rate, backend, start_s, end_s)
+    return InProcessDecode(
+        path, fps, chunk_frames, want_audio, audio_rate, backend, decoder_threads, start_s, end_s
+    )
 
 
 class InProcessDecode:
@@ -46,6 +49,7 @@ class InProcessDecode:
         want_audio: bool,
         audio_rate: int,
         backend: str,
+        decoder_threads: int,
         start_s: float,
         end_s: float | None,
     ):
@@ -54,6 +58,7 @@ class InProcessDecode:
             "fps": fps,
             "chunk_frames": chunk_frames,
             "backend": backend,
+            "decoder_threads": decoder_threads,
             "start_s": start_s,
             "end_s": end_s,
         }

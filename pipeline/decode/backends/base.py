@@ -16,12 +16,15 @@ import numpy as np
 
 
 class PendingFrame(Protocol):
-    """A decoded frame not yet converted to RGB: the conversion and the copy into ``out`` run on a thread
-    pool, so the caller can go on decoding (the consumer waits for the future before handing ``out`` on)."""
+    """A decoded frame not yet converted to RGB, so the conversion can write straight into the consumer's
+    buffer instead of into a new array that is then copied."""
 
     shape: tuple[int, int, int]  # (H, W, 3) of the RGB frame it writes
 
-    def write_async(self, out: np.ndarray) -> Future[None]: ...
+    def write_into(self, out: np.ndarray) -> Future[None] | None:
+        """Write the RGB pixels into ``out``: now (returns None) or on a thread pool while the caller goes
+        on decoding (returns the future the consumer waits for before handing ``out`` on)."""
+        ...
 
 
 class FrameReader(Protocol):

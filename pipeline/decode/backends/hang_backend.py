@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decode.backends.base import PendingFrame
 from pipeline.decode.backends.pyav_backend import PyAVBackend, PyAVReader
 
 HANG_AFTER_FRAMES = 8
@@ -31,7 +32,7 @@ class HangReader:
     def frame_times(self) -> tuple[np.ndarray, float]:
         return self.inner.frame_times()
 
-    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | PendingFrame]]:
         for count, item in enumerate(self.inner.read(indices)):
             if count == HANG_AFTER_FRAMES:
                 while True:  # the hang: only killing the process ends it

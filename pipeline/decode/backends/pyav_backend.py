@@ -7,6 +7,7 @@ forward from there. Decoder threading is set by ``thread_type`` (measured in ben
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,20 +15,30 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
+from pipeline.decode.rgb import RGBConverter
 from pipeline.decode.scan import VideoScan, scan_video
 from pipeline.decode.types import MediaError, Outcome
 
-# SLICE (PyAV's default) versus AUTO/FRAME (frame threading): on the loaded 2-core machine benchmarks/decode.py
-# ran on, two full runs disagreed on the winner and the gaps were within run-to-run noise, in wall time and in
-# CPU time. SLICE is kept because the pipeline runs one decoder per worker process in parallel, where frame
-# threading's extra threads per decoder only add contention. For one stream on a many-core machine,
-# PyAVBackend(thread_type="AUTO") lowers latency (REFERENCE §5.1: 20 -> 70 fps on a 3k x 2k video).
-DEFAULT_THREAD_TYPE = "SLICE"
+# One stream (``thread_count`` 0, the default) may use the whole machine: frame-threaded decoding (AUTO, FFmpeg's
+# thread count) and RGB conversion of large frames on converter threads, so conversion overlaps decoding
+# instead of following it. ``thread_count`` 1 decodes and converts on the calling thread: what the extraction
+# runner asks for, as it already runs one decoder per core, where frame threading's extra threads cost
+# throughput (benchmarks/decode.py measures both, one stream alone and two streams at once).
+DEFAULT_THREAD_TYPE = "AUTO"
 # Below this frame size a hand-off to a converting thread costs more than the conversion it moves (16-core
 # machine: 320x240 and 480x360 ran 0.83x -> 0.58x and 0.77x -> 0.69x of the raw decode rate with 4 threads).
 CONVERT_MIN_PIXELS = 640 * 360
+MAX_CONVERT_WORKERS = 8
+
+
+def default_convert_workers(thread_count: int) -> int:
+    """One converter per two cores (up to 8) when decoding is threaded, none on a single thread: on 16 cores
+    one converting thread fell behind FFmpeg's decoding threads (720p at 0.36x of the raw decode rate; 0.71x
+    with 8 converters)."""
+    if thread_count == 1:
+        return 0
+    return max(1, min(MAX_CONVERT_WORKERS, (os.cpu_count() or 2) // 2))
 
 
 class PyAVBackend:
@@ -38,17 +49,17 @@ class PyAVBackend:
         thread_type: str = DEFAULT_THREAD_TYPE,
         seek: bool = True,
         thread_count: int = 0,
-        convert_workers: int = 0,
+        convert_workers: int | None = None,
     ):
-        """``thread_count`` 0 lets FFmpeg pick (one per core); it only matters for AUTO/FRAME threading.
-        ``convert_workers`` > 0 converts frames of at least ``CONVERT_MIN_PIXELS`` to RGB on that many
-        threads: for one stream on an idle many-core machine, where one thread converting every frame falls
-        behind FFmpeg's decoding threads (benchmarks/decode.py on 16 cores: 720p from 0.36x to 0.71x of the
-        raw decode rate); with one decoder per core it only adds contention."""
+        """``thread_count`` 0 lets FFmpeg pick (one per core), 1 decodes on the calling thread; it only
+        matters for AUTO/FRAME threading. ``convert_workers`` converts frames of at least
+        ``CONVERT_MIN_PIXELS`` to RGB on that many threads (None: :func:`default_convert_workers`)."""
         self.thread_type = thread_type
         self.seek = seek
         self.thread_count = thread_count
-        self.convert_workers = convert_workers
+        self.convert_workers = (
+            default_convert_workers(thread_count) if convert_workers is None else convert_workers
+        )
 
     def open(self, path: Path) -> PyAVReader:
         try:
@@ -88,17 +99,13 @@ class PyAVReader:
         self.stream.codec_context.thread_count = thread_count
         self.allow_seek = seek
         self._index_of = {int(p): i for i, p in enumerate(self.scan.pts)}
-        # One reformatter (one cached swscale context) per converting thread rather than one per frame.
-        self._reformatters = threading.local()
+        # One converter (cached swscale contexts) per converting thread rather than one per frame.
+        self._converters = threading.local()
 
     def frame_times(self) -> tuple[np.ndarray, float]:
         return self.scan.pts_s, self.scan.end_s
 
-    def read(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | PendingRGB]]:
-        if self._pool is None:
-            for index, frame in self._frames(indices):
-                yield index, self._rgb(frame)
-            return
+    def read(self, indices: np.ndarray) -> Iterator[tuple[int, PendingRGB]]:
         for index, frame in self._frames(indices):
             yield index, PendingRGB(frame, self)
 
@@ -135,17 +142,11 @@ class PyAVReader:
             if not restarted:
                 return
 
-    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """(H, W, 3) uint8 view of the frame in RGB, valid until the caller drops it.
-
-        swscale runs on the calling thread only (``threads=1``): splitting every frame across one thread per
-        core cost 89 us of CPU per 320x240 frame against 49 us single-threaded (PyAV 18, 2-core machine), and
-        was slower in wall time too on an idle 16-core machine. Same pixels either way.
-        """
-        reformatter = getattr(self._reformatters, "value", None)
-        if reformatter is None:
-            reformatter = self._reformatters.value = VideoReformatter()
-        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    def write_rgb(self, frame: av.VideoFrame, out: np.ndarray) -> None:
+        converter = getattr(self._converters, "value", None)
+        if converter is None:
+            converter = self._converters.value = RGBConverter()
+        converter.write(frame, out)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decode forward from the current position; on a decode error drain the frames already buffered."""
@@ -188,15 +189,17 @@ class PyAVReader:
 
 
 class PendingRGB:
-    """A decoded frame whose RGB conversion and copy into the consumer's chunk run on the reader's pool."""
+    """A decoded frame whose RGB conversion writes straight into the consumer's chunk row: on the calling
+    thread, or on the reader's pool when it has one."""
 
     def __init__(self, frame: av.VideoFrame, reader: PyAVReader):
         self.frame, self.reader = frame, reader
         self.shape = (frame.height, frame.width, 3)
 
-    def write_async(self, out: np.ndarray) -> Future[None]:
-        assert self.reader._pool is not None
-        return self.reader._pool.submit(self._write, out)
-
-    def _write(self, out: np.ndarray) -> None:
-        out[...] = self.reader._rgb(self.frame)  # numpy copies without the GIL: the pool runs in parallel
+    def write_into(self, out: np.ndarray) -> Future[None] | None:
+        if self.reader._pool is None:
+            self.reader.write_rgb(self.frame, out)
+            return None
+        return self.reader._pool.submit(
+            self.reader.write_rgb, self.frame, out
+        )  # swscale runs without the GIL
