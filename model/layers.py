@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,14 +12,28 @@ from model.config import AVCAConfig
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with the CPU keep-mask drawn as ``rand >= p``: the same Bernoulli(1 - p) mask and
-    1 / (1 - p) scale, but torch's CPU ``bernoulli_`` took 14 % of a DAAN training step and this runs forward
-    plus backward about 1.6x faster (measured, torch 2.11, 2 cores). CUDA keeps torch's fused kernel."""
+    """``nn.Dropout`` whose CPU keep-mask comes from numpy's PCG64 instead of torch's generator.
+
+    torch's CPU generator (mt19937, one draw per element) made the masks about 10 % of a DAAN training step;
+    numpy fills 16-bit uniforms in bulk, 3-4x faster. Each call seeds a fresh PCG64 from one draw of torch's
+    generator, so ``torch.manual_seed`` and the checkpointed torch RNG state still decide every mask. An
+    element is kept when its 16-bit uniform is >= round(p * 2^16): keep probability within 2^-17 of 1 - p,
+    and the output is scaled by the exact inverse of it. CUDA keeps torch's fused kernel.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.is_cuda:
             return super().forward(x)
-        return x * ((torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p)))
+        threshold = round(self.p * _UNIFORM_LEVELS)
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        uniforms = np.random.Generator(np.random.PCG64(seed)).integers(
+            0, _UNIFORM_LEVELS, tuple(x.shape), dtype=np.uint16
+        )
+        keep = torch.from_numpy(uniforms >= threshold)
+        return x * (keep * (_UNIFORM_LEVELS / (_UNIFORM_LEVELS - threshold)))
+
+
+_UNIFORM_LEVELS = 1 << 16
 
 
 class EmbeddingNet(nn.Sequential):

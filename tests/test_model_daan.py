@@ -408,3 +408,9 @@ def test_dropout_draws_a_bernoulli_mask_with_inverse_keep_scaling():
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d(x * mask / 0.7)/dx is the mask / 0.7
     assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    drop.train()
+    masks = []
+    for seed in (1, 1, 2):  # torch's seed decides the mask, as for nn.Dropout
+        torch.manual_seed(seed)
+        masks.append(drop(torch.ones(1000)) != 0)
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
