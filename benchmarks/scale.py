@@ -34,6 +34,7 @@ from extractors.base import Extractor, Window
 from extractors.spec import ExtractorSpec
 from extractors.windowing import FrameWindower, iter_frame_windows
 from pipeline.cluster import DAEMON_KEY
+from pipeline.cores import usable_cores
 from pipeline.extract_job import ExtractConfig, run_extract
 from pipeline.store import FeatureStore
 from pipeline.synth.media import make_test_clip
@@ -237,7 +238,7 @@ def scaling_part(args: argparse.Namespace, scratch: Path) -> str:
         for n in (1, 2)
     }
     load = os.getloadavg()[0]  # other processes on this machine compete for the same cores
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     ratio = {iso: runs[iso, 2][0] / runs[iso, 1][0] for iso in ("process", "none")}
     rows = [
         [iso, n, rate, rate / runs[iso, 1][0], busy, rate / busy if busy else "-"]

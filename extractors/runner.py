@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +31,7 @@ import torch
 
 from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
+from pipeline.cores import usable_cores
 from pipeline.decode import open_guarded, open_inprocess
 from pipeline.decode.types import DecodeReport, Outcome
 
@@ -204,7 +204,7 @@ def default_prefetch(extractors: Sequence[Extractor]) -> int:
     one thread per core, up to ``MAX_GPU_PREFETCH``."""
     if not _on_gpu(extractors):
         return 2
-    return max(2, min(MAX_GPU_PREFETCH, _cores()))
+    return max(2, min(MAX_GPU_PREFETCH, usable_cores()))
 
 
 def default_decoder_threads(extractors: Sequence[Extractor], prefetch_videos: int) -> int:
@@ -213,15 +213,11 @@ def default_decoder_threads(extractors: Sequence[Extractor], prefetch_videos: in
     cores left over by the decode threads, so few long videos still use the machine."""
     if not _on_gpu(extractors):
         return 1
-    return max(1, _cores() // prefetch_videos)
+    return max(1, usable_cores() // prefetch_videos)
 
 
 def _on_gpu(extractors: Sequence[Extractor]) -> bool:
     return any(extractor.device.type == "cuda" for extractor in extractors)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 
 
 class _JobSource:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterator
 
 from pipeline.config import ConfigModel
+from pipeline.cores import usable_cores
 
 CLUSTER_KINDS = ("local", "none", "slurm")  # or a scheduler address tcp://HOST:PORT
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -67,7 +67,7 @@ def default_workers(device: str, threads_per_worker: int = 1) -> int:
         if count == 0:
             raise ClusterError("--device cuda: no CUDA device is visible; use --device cpu")
         return count
-    return max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
+    return max(1, usable_cores() // max(threads_per_worker, 1))
 
 
 def slurm_cluster(options: SlurmOptions, *, threads_per_worker: int = 1):

@@ -15,6 +15,7 @@ from extractors.registry import build_extractor
 from extractors.runner import VideoJob, extract_videos
 from extractors.spec import ExtractorSpec
 from extractors.windowing import FrameWindower, audio_windows
+from pipeline import cores
 from pipeline.decode import open_guarded
 from pipeline.decode.types import Outcome
 from pipeline.synth.faults import make_fault_corpus
@@ -237,16 +238,16 @@ def test_decode_threads_default_by_device(monkeypatch):
     assert runner.default_prefetch([cpu, FakeAudio()]) == 2  # CPU models already use every core
     gpu = FakeVisual()
     gpu.device = torch.device("cuda")  # only the attribute is read: no GPU needed
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
     assert runner.default_prefetch([cpu, gpu]) == runner.MAX_GPU_PREFETCH
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert runner.default_prefetch([gpu]) == 2
 
 
 def test_each_decode_gets_the_cores_the_models_leave(monkeypatch):
     cpu, gpu = FakeVisual(), FakeVisual()
     gpu.device = torch.device("cuda")
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
     assert runner.default_decoder_threads([cpu, FakeAudio()], 2) == 1  # the models use the cores
     assert runner.default_decoder_threads([gpu], 8) == 2
     assert runner.default_decoder_threads([gpu], 32) == 1

@@ -7,7 +7,6 @@ forward from there. Decoder threading is set by ``thread_type`` (measured in ben
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.cores import usable_cores
 from pipeline.decode.rgb import RGBConverter
 from pipeline.decode.scan import VideoScan, scan_video
 from pipeline.decode.types import MediaError, Outcome
@@ -38,7 +38,7 @@ def default_convert_workers(thread_count: int) -> int:
     with 8 converters)."""
     if thread_count == 1:
         return 0
-    return max(1, min(MAX_CONVERT_WORKERS, (os.cpu_count() or 2) // 2))
+    return max(1, min(MAX_CONVERT_WORKERS, usable_cores() // 2))
 
 
 class PyAVBackend:
@@ -200,6 +200,5 @@ class PendingRGB:
         if self.reader._pool is None:
             self.reader.write_rgb(self.frame, out)
             return None
-        return self.reader._pool.submit(
-            self.reader.write_rgb, self.frame, out
-        )  # swscale runs without the GIL
+        # swscale runs without the GIL, so the pool converts while the caller decodes
+        return self.reader._pool.submit(self.reader.write_rgb, self.frame, out)
