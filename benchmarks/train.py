@@ -23,7 +23,7 @@ from benchmarks.report import markdown_table, write_section
 from model.config import TrainConfig
 from model.data.gzsl import GZSLData
 from model.data.synthetic import make_synthetic
-from model.trainer import StageTrainer
+from model.trainer import Batch, StageTrainer
 
 COMMAND = ".venv/bin/python -m benchmarks.train"
 REFERENCE_EPOCH_S, REFERENCE_VAL_S = 157.0, 66.0  # public AVCA code, 2-core CPU (issue 5)
@@ -72,6 +72,8 @@ class PairDataset(Dataset):
             "na": self.audio[j].clone(),
             "nv": self.visual[j].clone(),
             "nw": self.emb[neg_class].clone(),
+            "y": torch.tensor(c),
+            "ny": torch.tensor(neg_class),
         }
 
 
@@ -101,11 +103,11 @@ def synchronize(trainer: StageTrainer) -> None:
 def time_model_only(trainer: StageTrainer, n_batches: int, batch_size: int) -> float:
     gen = torch.Generator().manual_seed(1)
     pairs = trainer.sampler.epoch(8, batch_size, gen)
-    ready = [(trainer.gather(pairs.positive[k]), trainer.gather(pairs.negative[k])) for k in range(8)]
-    trainer.step_on(*ready[0], use_csgm=trainer.csgm is not None)  # warm-up
+    ready = [trainer.gather(torch.cat([pairs.positive[k], pairs.negative[k]])) for k in range(8)]
+    trainer.step_on(ready[0], use_csgm=trainer.csgm is not None)  # warm-up
     start = time.perf_counter()
     for b in range(n_batches):
-        trainer.step_on(*ready[b % 8], use_csgm=trainer.csgm is not None)
+        trainer.step_on(ready[b % 8], use_csgm=trainer.csgm is not None)
     synchronize(trainer)
     return time.perf_counter() - start
 
@@ -132,9 +134,9 @@ def time_reference_loop(
     start = time.perf_counter()
     for batch in loader:
         batch = {key: value.to(trainer.device) for key, value in batch.items()}  # as the reference does
-        pos = (batch["a"], batch["v"], batch["w"], None, None, None)
-        neg = (batch["na"], batch["nv"], batch["nw"], None, None, None)
-        trainer.step_on(pos, neg, use_csgm=False)
+        a, v, w, y = (torch.cat([batch[side], batch["n" + side]]) for side in "avwy")
+        pairs = Batch(a, v, w, None, None, y)
+        trainer.step_on(pairs, use_csgm=False)
         model.embed(batch["a"], batch["v"])  # the reference's get_embeddings after each step, train mode
     synchronize(trainer)
     return time.perf_counter() - start

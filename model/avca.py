@@ -77,11 +77,15 @@ class AVCA(nn.Module):
         )
         self.heads = Heads(cfg, emb_dim)
 
-    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
-        phi_a = self.A_enc(masked_mean(a, a_mask))
-        phi_v = self.V_enc(masked_mean(v, v_mask))
+    def branch(self, a, v, w, a_mask=None, v_mask=None, groups: int = 1) -> Branch:
+        """One forward for ``groups`` equal batches stacked on dim 0, each with its own BN statistics
+        (the transformer is per sample, so only BN needs the grouping)."""
+        sizes = [len(w) // groups] * groups
+        phi_a = self.A_enc(masked_mean(a, a_mask), sizes)
+        phi_v = self.V_enc(masked_mean(v, v_mask), sizes)
         out = self.cross_attention(torch.stack([phi_a, phi_v], dim=1) + self.pos_emb1D)
-        return heads_forward(self.heads, phi_a, phi_v, phi_a, phi_v, phi_a + out[:, 0], phi_v + out[:, 1], w)
+        z_a, z_v = phi_a + out[:, 0], phi_v + out[:, 1]
+        return heads_forward(self.heads, phi_a, phi_v, phi_a, phi_v, z_a, z_v, w, groups)
 
     def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         phi_a = self.A_enc(masked_mean(a, a_mask))

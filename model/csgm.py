@@ -100,11 +100,12 @@ class CSGM:
         return Modulation(s_a, s_v, r_a, r_v, k_a, k_v)
 
     @staticmethod
-    def apply(p: Branch, n: Branch, mod: Modulation) -> None:
-        """Register backward hooks scaling each sample's gradient into the encoders (positives and negatives)."""
-        for t, k in ((p.enc_a, mod.k_a), (n.enc_a, mod.k_a), (p.enc_v, mod.k_v), (n.enc_v, mod.k_v)):
+    def apply(both: Branch, mod: Modulation) -> None:
+        """Register backward hooks scaling each sample's gradient into the encoders. ``both`` holds the
+        positives then their negatives (``branch(..., groups=2)``): pair i's k scales both its samples."""
+        for t, k in ((both.enc_a, mod.k_a), (both.enc_v, mod.k_v)):
             if t.requires_grad:
-                t.register_hook(_scale_hook(k.detach()))
+                t.register_hook(_scale_hook(k.detach().repeat(2)))
 
     @staticmethod
     def add_gradient_noise(encoder: nn.Module, generator: torch.Generator | None = None) -> None:

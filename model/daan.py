@@ -192,9 +192,13 @@ class DAAN(nn.Module):
         )
         self.heads = Heads(cfg, emb_dim)
 
-    def _fuse(self, a, v, a_mask, v_mask):
-        """Encoders, TCN and QDMA; returns raw encoder outputs and fused (pooled) Z^a, Z^v."""
-        raw_a, raw_v = encode_steps(self.A_enc, a, a_mask), encode_steps(self.V_enc, v, v_mask)
+    def _fuse(self, a, v, a_mask, v_mask, groups: int = 1):
+        """Encoders, TCN and QDMA; returns raw encoder outputs and fused (pooled) Z^a, Z^v.
+
+        Only the encoders' BatchNorm mixes samples, so ``groups`` stacked batches share every other op.
+        """
+        raw_a = encode_steps(self.A_enc, a, a_mask, groups)
+        raw_v = encode_steps(self.V_enc, v, v_mask, groups)
         enc_a, enc_v = raw_a, raw_v
         if raw_a.dim() == 2:  # averaged features: one token per modality
             enc_a, enc_v = raw_a.unsqueeze(1), raw_v.unsqueeze(1)
@@ -225,9 +229,10 @@ class DAAN(nn.Module):
         # raw encoder outputs are returned as they are: CSGM's gradient hooks must sit upstream of every use
         return raw_a, raw_v, masked_mean(raw_a, a_mask), masked_mean(raw_v, v_mask), z_a, z_v
 
-    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
-        enc_a, enc_v, phi_a, phi_v, z_a, z_v = self._fuse(a, v, a_mask, v_mask)
-        return heads_forward(self.heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w)
+    def branch(self, a, v, w, a_mask=None, v_mask=None, groups: int = 1) -> Branch:
+        """One forward for ``groups`` equal batches stacked on dim 0, each with its own BN statistics."""
+        enc_a, enc_v, phi_a, phi_v, z_a, z_v = self._fuse(a, v, a_mask, v_mask, groups)
+        return heads_forward(self.heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w, groups)
 
     def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         *_, z_a, z_v = self._fuse(a, v, a_mask, v_mask)

@@ -102,19 +102,15 @@ def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data):
     model = trainer.model.double()
     model.train()
     pairs = trainer.sampler.epoch(1, 5, torch.Generator().manual_seed(0))
-    idx = pairs.positive[0], pairs.negative[0]
-    a, v, w, *_ = (
-        t.double() if t is not None and t.is_floating_point() else t for t in trainer.gather(idx[0])
-    )
-    na, nv, nw, *_ = (
-        t.double() if t is not None and t.is_floating_point() else t for t in trainer.gather(idx[1])
-    )
-    p, n = model.branch(a, v, w), model.branch(na, nv, nw)
-    loss = avca_loss(p, n, w, 1.0)["total"]
+    idx = torch.cat([pairs.positive[0], pairs.negative[0]])  # 5 positives, then their 5 negatives
+    a, v, w, *_ = (t.double() if t is not None and t.is_floating_point() else t for t in trainer.gather(idx))
+    both = model.branch(a, v, w, groups=2)
+    p, n = both.split(2)
+    loss = avca_loss(p, n, w[:5], 1.0)["total"]
     enc_w = model.A_enc[0].weight  # first layer of the audio encoder
     vis_w = model.V_enc[0].weight
     head_w = model.heads.W_proj[0].weight  # not an encoder: must be untouched
-    g = torch.autograd.grad(loss, [p.enc_a, n.enc_a, p.enc_v, n.enc_v, head_w], retain_graph=True)
+    g = torch.autograd.grad(loss, [both.enc_a, both.enc_v, head_w], retain_graph=True)
 
     s_a = pair_scores_by_hand(
         p.theta_a.detach().numpy(), p.theta_w.detach().numpy(), n.theta_w.detach().numpy()
@@ -124,31 +120,61 @@ def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data):
     )
     k_a, k_v = hand_k(s_a, s_v, alpha=0.5)
     assert (k_a < 1).any() or (k_v < 1).any()
-    ka, kv = torch.from_numpy(k_a)[:, None], torch.from_numpy(k_v)[:, None]
-    expect_audio = torch.autograd.grad([p.enc_a, n.enc_a], enc_w, [ka * g[0], ka * g[1]], retain_graph=True)[
-        0
-    ]
-    expect_visual = torch.autograd.grad([p.enc_v, n.enc_v], vis_w, [kv * g[2], kv * g[3]], retain_graph=True)[
-        0
-    ]
-
-    unmod_audio = torch.autograd.grad([p.enc_a, n.enc_a], enc_w, [g[0], g[1]], retain_graph=True)[0]
-    unmod_visual = torch.autograd.grad([p.enc_v, n.enc_v], vis_w, [g[2], g[3]], retain_graph=True)[0]
+    # pair i's k scales the gradient of its positive (row i) and of its negative (row 5 + i)
+    ka, kv = (torch.from_numpy(np.concatenate([k, k]))[:, None] for k in (k_a, k_v))
+    expect_audio = torch.autograd.grad(both.enc_a, enc_w, ka * g[0], retain_graph=True)[0]
+    expect_visual = torch.autograd.grad(both.enc_v, vis_w, kv * g[1], retain_graph=True)[0]
+    unmod_audio = torch.autograd.grad(both.enc_a, enc_w, g[0], retain_graph=True)[0]
+    unmod_visual = torch.autograd.grad(both.enc_v, vis_w, g[1], retain_graph=True)[0]
 
     csgm = CSGM(cfg.daan.csgm)
     s_a_t, s_v_t = csgm.scores(p, n)
     mod = csgm.coefficients(s_a_t, s_v_t, 0.0, 0.0)
     np.testing.assert_allclose(mod.k_a.numpy(), k_a, rtol=1e-10)
     np.testing.assert_allclose(mod.k_v.numpy(), k_v, rtol=1e-10)
-    CSGM.apply(p, n, mod)
+    CSGM.apply(both, mod)
     model.zero_grad()
     loss.backward()
     torch.testing.assert_close(enc_w.grad, expect_audio)
     torch.testing.assert_close(vis_w.grad, expect_visual)
-    torch.testing.assert_close(head_w.grad, g[4])  # projections/decoders get the unmodulated gradient
+    torch.testing.assert_close(head_w.grad, g[2])  # projections/decoders get the unmodulated gradient
     # and modulation really changed the encoder gradient of the modulated modality
     changed = enc_w.grad if (k_a < 1).any() else vis_w.grad
     assert not torch.allclose(changed, unmod_audio if (k_a < 1).any() else unmod_visual)
+
+
+@pytest.mark.parametrize("model_name", ["avca", "daan"])
+@pytest.mark.parametrize("temporal", [False, True])
+def test_stacked_pair_forward_equals_one_call_per_side(tiny_data, tiny_temporal, model_name, temporal):
+    """``branch(groups=2)`` on positives + negatives is the reference code's two calls: the same outputs,
+    gradients and BatchNorm running statistics (BN normalises each side with its own batch statistics)."""
+    data = tiny_temporal if temporal else tiny_data
+    tcn = {"tcn": {"mode": "time" if temporal else "tokens", "dropout": 0.0}}
+    trainer = StageTrainer(tiny_config(model=model_name, daan=tcn), data, "train", 1)
+    stacked_model = trainer.model.double().train()
+    split_model = copy.deepcopy(stacked_model)
+    pairs = trainer.sampler.epoch(1, 6, torch.Generator().manual_seed(1))
+    batch = [
+        t.double() if t is not None and t.is_floating_point() else t
+        for t in trainer.gather(torch.cat([pairs.positive[0], pairs.negative[0]]))
+    ]
+    a, v, w, am, vm, _ = batch
+    both = stacked_model.branch(a, v, w, am, vm, groups=2)
+    halves = [
+        split_model.branch(*(t if t is None else t[rows] for t in (a, v, w, am, vm)))
+        for rows in (slice(0, 6), slice(6, 12))
+    ]
+    for side, ref in zip(both.split(2), halves, strict=True):
+        for name in ("enc_a", "enc_v", "theta_a", "theta_v", "theta_w", "rho_w", "rec_a", "rec_v"):
+            torch.testing.assert_close(getattr(side, name), getattr(ref, name))
+    p, n = both.split(2)
+    avca_loss(p, n, w[:6], 1.0)["total"].backward()
+    avca_loss(*halves, w[:6], 1.0)["total"].backward()
+    for (name, got), ref in zip(stacked_model.named_parameters(), split_model.parameters(), strict=True):
+        if got.requires_grad:
+            torch.testing.assert_close(got.grad, ref.grad, msg=name)
+    for (name, got), ref in zip(stacked_model.named_buffers(), split_model.buffers(), strict=True):
+        torch.testing.assert_close(got, ref, msg=name)  # running means/vars, batches tracked
 
 
 def test_csgm_convergence_rate_and_combinations_by_hand():
