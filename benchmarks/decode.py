@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             "Limit = PyAV decoding every packet without colour conversion (best of SLICE/AUTO threads), same run. "
             f"`pyav` = the default `PyAVBackend()`, for one stream: thread_type={DEFAULT_THREAD_TYPE} with "
             "FFmpeg's thread count, and RGB conversion of frames from 640x360 up on "
-            f"{default_convert_workers(0)} converter thread(s) (half the cores, up to 8). `1 thread` = "
+            f"{default_convert_workers(0)} converter thread(s) (half the cores, up to 8, from 4 cores up). `1 thread` = "
             "`PyAVBackend(thread_count=1)`, what extraction jobs use (one decoder per core); `PyAV's reformat` = "
             "the same without the direct RGB conversion into the chunk (pipeline/decode/rgb.py). Targets: every "
             "frame to RGB >= 0.8x the limit; 1 fps faster than every frame. `frames 1 fps must decode` = each sampled frame and the frames back "

@@ -284,8 +284,11 @@ def main(argv: list[str] | None = None) -> None:
         f"4,998 train_val, 2,058 val; audio 128-d, visual 4096-d, class embeddings 300-d), batch {args.batch_size} "
         f"pairs, on {device_label(args.device, args.threads)}. Each loop measured on "
         f"{args.batches} batches in the same process, alternating, best of {args.rounds} rounds; per-epoch and stage-1 times are extrapolated to the "
-        f"protocol's {PROTOCOL_BATCHES} batches and {STAGE1_EPOCHS} epochs (not a full run). (c) uses "
-        f"{args.workers} DataLoader workers and runs for AVCA only (the published code is AVCA's). Target: "
+        f"protocol's {PROTOCOL_BATCHES} batches and {STAGE1_EPOCHS} epochs (not a full run; `--stage1-run` "
+        f"times real ones). (c) uses {args.workers} DataLoader workers, runs for AVCA only (the published code "
+        f"is AVCA's) and steps the same model code as (a) and (b), so (c)/(b) is the cost of the reference's "
+        f"data handling and extra embedding pass alone. Every loop puts a step's positives and negatives "
+        f"through the model in one forward with separate BatchNorm statistics (`branch(groups=2)`). Target: "
         f"(b)/(a) <= 1.15 and our epoch + validation <= 0.5 x (157 s + 66 s) of the public code.\n\n"
         + markdown_table(header, rows)
     )

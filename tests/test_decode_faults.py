@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import cores as cores_module
 from pipeline.decode import DecodeReport, MediaError, Outcome, iter_frames, probe, read_audio, too_short
 from pipeline.decode.backends import pyav_backend
 from pipeline.decode.backends.pyav_backend import PyAVBackend
@@ -62,6 +63,19 @@ def test_truncated_keeps_frames_decoded_before_the_error(corpus, monkeypatch):
     pooled = PyAVBackend(convert_workers=2)  # converting on a thread pool keeps the same frames
     _, pooled_frames, pooled_report = _frames(corpus["truncated"], chunk_frames=4, backend=pooled)
     assert pooled_report.outcome is Outcome.PARTIAL and np.array_equal(pooled_frames, frames)
+
+
+def test_converter_threads_only_where_frame_threads_leave_cores(monkeypatch):
+    def cores(n: int) -> None:
+        monkeypatch.setattr(cores_module.os, "sched_getaffinity", lambda _pid: set(range(n)), raising=False)
+
+    cores(16)
+    assert pyav_backend.default_convert_workers(0) == 8 and pyav_backend.default_convert_workers(1) == 0
+    cores(6)
+    assert pyav_backend.default_convert_workers(0) == 3
+    cores(2)  # FFmpeg's frame threads already fill both cores
+    assert pyav_backend.default_convert_workers(0) == 0
+    assert PyAVBackend().convert_workers == 0
 
 
 def test_truncated_audio_is_partial(corpus):

@@ -30,15 +30,21 @@ DEFAULT_THREAD_TYPE = "AUTO"
 # machine: 320x240 and 480x360 ran 0.83x -> 0.58x and 0.77x -> 0.69x of the raw decode rate with 4 threads).
 CONVERT_MIN_PIXELS = 640 * 360
 MAX_CONVERT_WORKERS = 8
+# Converter threads need cores that FFmpeg's frame threads (one per core, plus one) leave free. On 2 cores,
+# where none are, 720p ran at 0.78x of the raw decode rate without a converter and 0.70x with one (mean of
+# five runs, each the best of 5-15 interleaved repeats; no converter won three). 16 cores is the other
+# measured point (converters help there, see below); 4 lies between.
+MIN_CORES_FOR_CONVERTERS = 4
 
 
 def default_convert_workers(thread_count: int) -> int:
-    """One converter per two cores (up to 8) when decoding is threaded, none on a single thread: on 16 cores
-    one converting thread fell behind FFmpeg's decoding threads (720p at 0.36x of the raw decode rate; 0.71x
-    with 8 converters)."""
-    if thread_count == 1:
+    """One converter per two cores (up to 8) when decoding is threaded on a machine with spare cores, none
+    on a single thread or a small machine: on 16 cores one converting thread fell behind FFmpeg's decoding
+    threads (720p at 0.36x of the raw decode rate; 0.71x with 8 converters)."""
+    cores = usable_cores()
+    if thread_count == 1 or cores < MIN_CORES_FOR_CONVERTERS:
         return 0
-    return max(1, min(MAX_CONVERT_WORKERS, usable_cores() // 2))
+    return min(MAX_CONVERT_WORKERS, cores // 2)
 
 
 class PyAVBackend:
