@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import command_line, markdown_table, write_section
 from pipeline.decode import FrameChunk, iter_frames, open_guarded, rgb
 from pipeline.decode.backends.decord_backend import DecordBackend
 from pipeline.decode.backends.pyav_backend import DEFAULT_THREAD_TYPE, PyAVBackend, default_convert_workers
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(body)
-    write_section("decode", COMMAND, body)
+    write_section("decode", command_line(COMMAND, argv), body)
 
 
 if __name__ == "__main__":

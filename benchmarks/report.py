@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +48,12 @@ def write_section(name: str, command: str, body_markdown: str, path: Path = BENC
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     atomic_write_text(path, text)
+
+
+def command_line(base: str, argv: list[str] | None) -> str:
+    """``base`` plus the arguments this run was given, so a section reproduces the run that wrote it."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([base, *map(shlex.quote, args)])
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

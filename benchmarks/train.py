@@ -23,7 +23,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import command_line, markdown_table, write_section
 from model.config import TrainConfig
 from model.data.gzsl import GZSLData
 from model.data.synthetic import make_synthetic
@@ -173,7 +173,7 @@ def stage1_row(name: str, data: GZSLData, args: argparse.Namespace) -> list[obje
     ]
 
 
-def write_stage1(rows: list[list[object]], args: argparse.Namespace) -> None:
+def write_stage1(rows: list[list[object]], args: argparse.Namespace, argv: list[str] | None) -> None:
     header = [
         "model",
         "epochs",
@@ -194,7 +194,11 @@ def write_stage1(rows: list[list[object]], args: argparse.Namespace) -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("train-stage1", f"{COMMAND} --stage1-run --models {args.models}", body)
+        write_section(
+            f"train-stage1-{args.models.replace(',', '-')}",
+            command_line(COMMAND, argv),
+            body,
+        )
 
 
 def device_label(device: str, threads: int) -> str:
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     data = ucf_sized()
     if args.stage1_run:
-        write_stage1([stage1_row(name, data, args) for name in args.models.split(",")], args)
+        write_stage1([stage1_row(name, data, args) for name in args.models.split(",")], args, argv)
         return
     scale = PROTOCOL_BATCHES / args.batches
     rows = []
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("train", COMMAND, body)
+        write_section("train", command_line(COMMAND, argv), body)
 
 
 if __name__ == "__main__":

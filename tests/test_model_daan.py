@@ -382,13 +382,15 @@ def test_avca_rejects_fused_decision_rule():
 
 @pytest.mark.parametrize("length", [1, 2, 3, 9])
 @pytest.mark.parametrize("dilation", [1, 2, 4])
-def test_dilated_conv_equals_torch_conv1d(length, dilation):
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_dilated_conv_equals_torch_conv1d(length, dilation, kernel):
+    """Covers both paths: one block-Toeplitz GEMM (dilation 1, short sequences) and a GEMM per tap."""
     from model.daan import DilatedConv
 
-    conv = DilatedConv(6, 3, dilation)
-    ref = torch.nn.Conv1d(6, 6, 3, dilation=dilation, padding=dilation)
+    conv = DilatedConv(6, kernel, dilation)
+    ref = torch.nn.Conv1d(6, 6, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
     with torch.no_grad():
-        ref.weight.copy_(conv.proj.weight.view(6, 3, 6).permute(0, 2, 1))
+        ref.weight.copy_(conv.proj.weight.view(6, kernel, 6).permute(0, 2, 1))
         ref.bias.copy_(conv.proj.bias)
     x = torch.randn(4, length, 6, requires_grad=True)
     out, expect = conv(x), ref(x.transpose(1, 2)).transpose(1, 2)
@@ -398,7 +400,7 @@ def test_dilated_conv_equals_torch_conv1d(length, dilation):
     gx, gw, gb = torch.autograd.grad(out, (x, conv.proj.weight, conv.proj.bias), g)
     rx, rw, rb = torch.autograd.grad(expect, (x, ref.weight, ref.bias), g)
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(gw, rw.permute(0, 2, 1).reshape(6, 18), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw, rw.permute(0, 2, 1).reshape(6, 6 * kernel), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gb, rb, atol=1e-5, rtol=1e-5)
 
 
