@@ -139,21 +139,39 @@ class QDMA(nn.Module):
             return list(t.reshape(b, n, h, parts, dh).permute(3, 0, 2, 1, 4))  # parts x (B, h, N, dh)
 
         q1, q2 = split(self.to_q(x), 2)
-        k1, k2 = split(self.to_k(x), 2)
         (v,) = split(self.to_v(x), 1)
-        s1 = attention_scores(q1, k1) / math.sqrt(dh)
-        s2 = attention_scores(q2, k2) / math.sqrt(dh)
-        if allowed is not None:
-            block, neg = ~allowed.unsqueeze(1), torch.finfo(x.dtype).min
-            s1, s2 = s1.masked_fill(block, neg), s2.masked_fill(block, neg)
-        a1, a2 = torch.softmax(s1, dim=-1), torch.softmax(s2, dim=-1)
         coef = self.coefficient()
         if self.subtract_on == "visual":
             coef = coef * (modality == 1).to(x.dtype)  # subtract only the maps of visual keys
-        out = attention_mix(a1 - coef * a2, v)
+        if n == 2 and allowed is None:
+            out = self._two_keys(x, q1, q2, v, coef)
+        else:
+            k1, k2 = split(self.to_k(x), 2)
+            s1 = attention_scores(q1, k1) / math.sqrt(dh)
+            s2 = attention_scores(q2, k2) / math.sqrt(dh)
+            if allowed is not None:
+                block, neg = ~allowed.unsqueeze(1), torch.finfo(x.dtype).min
+                s1, s2 = s1.masked_fill(block, neg), s2.masked_fill(block, neg)
+            a1, a2 = torch.softmax(s1, dim=-1), torch.softmax(s2, dim=-1)
+            out = attention_mix(a1 - coef * a2, v)
         if self.head_norm is not None:
             out = self.head_norm(out)
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * dh))
+
+    def _two_keys(
+        self, x: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, v: torch.Tensor, coef: torch.Tensor | float
+    ) -> torch.Tensor:
+        """The attention of ``forward`` when every query sees the same 2 keys (averaged features), in closed
+        form: softmax over 2 scores is sigmoid(s_0 - s_1), and s_0 - s_1 = q . W_k (x_0 - x_1) needs the
+        key projection of one difference instead of both tokens (to_k has no bias). Same function, half
+        the key GEMM and none of the (B, h, 2, 2, d) products (about 4 % of a DAAN step on CPU)."""
+        b, h, dh = len(x), self.heads, self.dim_head
+        dk1, dk2 = self.to_k(x[:, 0] - x[:, 1]).reshape(b, h, 2, dh).unbind(2)  # (B, h, d) per map
+        p1 = torch.sigmoid((q1 * dk1.unsqueeze(2)).sum(-1) / math.sqrt(dh))  # (B, h, 2): weight on key 0
+        p2 = torch.sigmoid((q2 * dk2.unsqueeze(2)).sum(-1) / math.sqrt(dh))
+        c0, c1 = (coef[0], coef[1]) if isinstance(coef, torch.Tensor) and coef.dim() else (coef, coef)
+        w0, w1 = p1 - c0 * p2, (1 - p1) - c1 * (1 - p2)  # rows of a1 - coef a2
+        return w0.unsqueeze(-1) * v[:, :, :1] + w1.unsqueeze(-1) * v[:, :, 1:]
 
 
 class DAAN(nn.Module):

@@ -30,8 +30,9 @@ class Dropout(nn.Dropout):
         uniforms = np.random.Generator(np.random.PCG64(seed)).integers(
             0, _UNIFORM_LEVELS, tuple(x.shape), dtype=np.uint16
         )
-        keep = torch.from_numpy(uniforms >= threshold)
-        return x * (keep * (_UNIFORM_LEVELS / (_UNIFORM_LEVELS - threshold)))
+        # via uint8: torch turns a bool tensor times a float into float ~15x slower than uint8 to float
+        keep = torch.from_numpy(uniforms >= threshold).view(torch.uint8)
+        return x * keep.to(x.dtype).mul_(_UNIFORM_LEVELS / (_UNIFORM_LEVELS - threshold))
 
 
 _UNIFORM_LEVELS = 1 << 16

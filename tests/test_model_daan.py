@@ -404,13 +404,24 @@ def test_dilated_conv_equals_torch_conv1d(length, dilation, kernel):
     torch.testing.assert_close(gb, rb, atol=1e-5, rtol=1e-5)
 
 
-def test_qdma_without_mask_equals_all_keys_allowed():
+@pytest.mark.parametrize("tokens", [2, 4])
+@pytest.mark.parametrize("subtract_on", ["all", "visual"])
+@pytest.mark.parametrize("learnable_lambda", [False, True])
+def test_qdma_without_mask_equals_all_keys_allowed(tokens, subtract_on, learnable_lambda):
+    """No mask with 2 tokens takes the closed form (sigmoid of one key difference): same outputs and
+    gradients as the general masked path."""
     torch.manual_seed(2)
-    attn = QDMA(8, 2, 4, 0.0, 0.5, False, "visual", False)
-    x, modality = torch.randn(3, 4, 8), torch.tensor([0, 0, 1, 1])
-    torch.testing.assert_close(
-        attn(x, modality, None), attn(x, modality, torch.ones(3, 4, 4, dtype=torch.bool))
-    )
+    attn = QDMA(8, 2, 4, 0.0, 0.5, learnable_lambda, subtract_on, True).double()
+    x = torch.randn(3, tokens, 8, dtype=torch.float64, requires_grad=True)
+    modality = torch.arange(tokens) >= tokens // 2
+    params = [x, *attn.parameters()]
+    fast = attn(x, modality.long(), None)
+    slow = attn(x, modality.long(), torch.ones(3, tokens, tokens, dtype=torch.bool))
+    torch.testing.assert_close(fast, slow)
+    g = torch.randn_like(fast)
+    got, want = torch.autograd.grad(fast, params, g), torch.autograd.grad(slow, params, g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("tokens", [1, 2, 3, 5])
