@@ -58,10 +58,13 @@ class DilatedConv(nn.Module):
         centre = (self.kernel - 1) // 2
         taps = self.proj.weight.unflatten(1, (self.kernel, -1))  # (D_out, k, D_in), a view
         if self.dilation == 1 and 2 <= t <= centre + 1:
-            steps = torch.arange(t, device=x.device)
-            tap = centre + steps[None, :] - steps[:, None]  # tap linking output step s to input step s'
-            block = taps[:, tap].permute(1, 0, 2, 3).reshape(t * taps.shape[0], t * taps.shape[2])
-            return nn.functional.linear(x.reshape(b, -1), block, self.proj.bias.repeat(t)).view(b, t, -1)
+            # output step s sees input steps 0..t-1 through taps centre-s .. centre-s+t-1: a slice of
+            # proj.weight's columns (slices and a cat: no index_put in backward, which syncs on CUDA)
+            d_in = taps.shape[2]
+            rows = [self.proj.weight[:, (centre - s) * d_in : (centre - s + t) * d_in] for s in range(t)]
+            return nn.functional.linear(x.reshape(b, -1), torch.cat(rows), self.proj.bias.repeat(t)).view(
+                b, t, -1
+            )
         out = nn.functional.linear(x, taps[:, centre], self.proj.bias)
         for j in range(self.kernel):
             shift = (j - centre) * self.dilation  # out[:, s] += W_j x[:, s + shift]
@@ -242,7 +245,7 @@ class DAAN(nn.Module):
             x = self.tcns[0](torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1), None)
         else:
             x = torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1)
-        modality = torch.cat([torch.zeros(ta), torch.ones(tv)]).to(x.device, torch.long)
+        modality = (torch.arange(ta + tv, device=x.device) >= ta).long()  # built on the device: no sync
         allowed = None  # averaged features attending to all tokens: nothing to mask
         if a_mask is not None or v_mask is not None or self.keys == "cross":
             valid = torch.cat([am, vm], dim=1)
