@@ -54,17 +54,15 @@ class DilatedConv(nn.Module):
         self.proj = nn.Linear(kernel * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
+        b, t, d_in = x.shape
         centre = (self.kernel - 1) // 2
-        taps = self.proj.weight.unflatten(1, (self.kernel, -1))  # (D_out, k, D_in), a view
         if self.dilation == 1 and 2 <= t <= centre + 1:
             # output step s sees input steps 0..t-1 through taps centre-s .. centre-s+t-1: a slice of
             # proj.weight's columns (slices and a cat: no index_put in backward, which syncs on CUDA)
-            d_in = taps.shape[2]
             rows = [self.proj.weight[:, (centre - s) * d_in : (centre - s + t) * d_in] for s in range(t)]
-            return nn.functional.linear(x.reshape(b, -1), torch.cat(rows), self.proj.bias.repeat(t)).view(
-                b, t, -1
-            )
+            block = torch.cat(rows)
+            return nn.functional.linear(x.reshape(b, -1), block, self.proj.bias.repeat(t)).view(b, t, -1)
+        taps = self.proj.weight.unflatten(1, (self.kernel, -1))  # (D_out, k, D_in), a view
         out = nn.functional.linear(x, taps[:, centre], self.proj.bias)
         for j in range(self.kernel):
             shift = (j - centre) * self.dilation  # out[:, s] += W_j x[:, s + shift]
