@@ -15,11 +15,12 @@ from model.config import AVCAConfig
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU keep-mask comes from numpy's PCG64 instead of torch's generator.
 
-    torch's CPU generator (mt19937, one draw per element) made the masks about 10 % of a DAAN training step;
-    numpy fills 16-bit uniforms in bulk, 3-4x faster. Each call seeds a fresh PCG64 from one draw of torch's
-    generator, so ``torch.manual_seed`` and the checkpointed torch RNG state still decide every mask. An
-    element is kept when its 16-bit uniform is >= round(p * 2^16): keep probability within 2^-17 of 1 - p,
-    and the output is scaled by the exact inverse of it. CUDA keeps torch's fused kernel.
+    torch's CPU generator (mt19937, one draw per element) made the masks about 10 % of a DAAN training step.
+    Here each raw 64-bit PCG64 output is split into four 16-bit uniforms (bulk, no per-element bounding:
+    about 6x faster than torch, 2.5x faster than numpy's ``integers``). Each call seeds a fresh PCG64 from
+    one draw of torch's generator, so ``torch.manual_seed`` and the checkpointed torch RNG state still
+    decide every mask. An element is kept when its 16-bit uniform is >= round(p * 2^16): keep probability
+    within 2^-17 of 1 - p, and the output is scaled by the exact inverse of it. CUDA keeps torch's kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -27,15 +28,19 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         threshold = round(self.p * _UNIFORM_LEVELS)
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        uniforms = np.random.Generator(np.random.PCG64(seed)).integers(
-            0, _UNIFORM_LEVELS, tuple(x.shape), dtype=np.uint16
-        )
+        uniforms = _uniform_uint16(x.numel(), seed).reshape(tuple(x.shape))
         # via uint8: torch turns a bool tensor times a float into float ~15x slower than uint8 to float
         keep = torch.from_numpy(uniforms >= threshold).view(torch.uint8)
         return x * keep.to(x.dtype).mul_(_UNIFORM_LEVELS / (_UNIFORM_LEVELS - threshold))
 
 
 _UNIFORM_LEVELS = 1 << 16
+
+
+def _uniform_uint16(count: int, seed: int) -> np.ndarray:
+    """``count`` independent uniform 16-bit integers: the four 16-bit words of PCG64's raw outputs."""
+    raw = np.random.PCG64(seed).random_raw(-(-count // 4))
+    return raw.view(np.uint16)[:count]
 
 
 class EmbeddingNet(nn.Sequential):
@@ -45,7 +50,8 @@ class EmbeddingNet(nn.Sequential):
     ``sizes`` stacks independent batches along dim 0 (a step's positives, then its negatives): every
     layer runs once on all rows, but each batch gets its own BatchNorm statistics, in order, exactly as
     if the net had been called once per batch. One GEMM of 2B rows instead of two of B is cheaper on a
-    CPU, mostly in the weight gradient.
+    CPU, mostly in the weight gradient. ``order`` is the sequence of the per-batch BatchNorm calls (their
+    running statistics depend on it) when it differs from the row order.
     """
 
     def __init__(
@@ -66,10 +72,14 @@ class EmbeddingNet(nn.Sequential):
             layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), Dropout(dropout)]
         super().__init__(*layers)
 
-    def forward(self, x: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, sizes: Sequence[int] | None = None, order: Sequence[int] | None = None
+    ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, nn.BatchNorm1d) and sizes is not None and len(sizes) > 1:
-                x = torch.cat([layer(part) for part in x.split(list(sizes))])
+                parts = x.split(list(sizes))
+                normed = {i: layer(parts[i]) for i in (order or range(len(parts)))}
+                x = torch.cat([normed[i] for i in range(len(parts))])
             else:
                 x = layer(x)
         return x
@@ -151,11 +161,11 @@ def shared_decoder(
     decoder: EmbeddingNet, inputs: Sequence[torch.Tensor], groups: int
 ) -> tuple[torch.Tensor, ...]:
     """The decoder D on every input in one call, its BatchNorm fed batch by batch in the reference's
-    order (group 0's inputs in turn, then group 1's, ...), so running statistics match call for call."""
-    chunks = [t.chunk(groups) for t in inputs]
-    ordered = [chunk[g] for g in range(groups) for chunk in chunks]
-    out = decoder(torch.cat(ordered), [len(part) for part in ordered]).split([len(part) for part in ordered])
-    return tuple(torch.cat(out[i :: len(inputs)]) for i in range(len(inputs)))
+    order (group 0's inputs in turn, then group 1's, ...), so running statistics match call for call.
+    Rows stay input-major, so each input's output is a view of the result."""
+    sizes = [len(t) // groups for t in inputs for _ in range(groups)]
+    order = [i * groups + g for g in range(groups) for i in range(len(inputs))]
+    return decoder(torch.cat(list(inputs)), sizes, order).split([len(t) for t in inputs])
 
 
 FEW_TOKENS = 3  # up to this many queries and keys, broadcasting beats batched GEMM (measured on CPU)

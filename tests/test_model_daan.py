@@ -443,6 +443,9 @@ def test_dropout_draws_a_bernoulli_mask_with_inverse_keep_scaling():
     y = drop(x)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.7) < 0.005  # 7 sigma of a Bernoulli(0.7) mean over 2e5 draws
+    # neighbours are independent (each raw draw feeds four elements): both kept 0.49, one of 4 all 0.7^4
+    assert abs((kept[1:] & kept[:-1]).float().mean().item() - 0.49) < 0.008
+    assert abs(kept.view(-1, 4).all(1).float().mean().item() - 0.7**4) < 0.01
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d(x * mask / 0.7)/dx is the mask / 0.7
