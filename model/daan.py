@@ -231,11 +231,10 @@ class DAAN(nn.Module):
             enc_a, enc_v = raw_a.unsqueeze(1), raw_v.unsqueeze(1)
             a_mask = v_mask = None
         b, ta, tv = enc_a.shape[0], enc_a.shape[1], enc_v.shape[1]
-        am = a_mask if a_mask is not None else enc_a.new_ones(b, ta, dtype=torch.bool)
-        vm = v_mask if v_mask is not None else enc_v.new_ones(b, tv, dtype=torch.bool)
+        # no mask: every step is valid, and masking or pooling with an all-true mask would be wasted work
         if self.tcn_mode == "time":
-            h_a = self.tcns[0](enc_a, am) + self.pos_emb1D[0]
-            h_v = self.tcns[1](enc_v, vm) + self.pos_emb1D[1]
+            h_a = self.tcns[0](enc_a, a_mask) + self.pos_emb1D[0]
+            h_v = self.tcns[1](enc_v, v_mask) + self.pos_emb1D[1]
             x = torch.cat([h_a, h_v], dim=1)
         elif self.tcn_mode == "tokens":
             x = self.tcns[0](torch.cat([enc_a + self.pos_emb1D[0], enc_v + self.pos_emb1D[1]], dim=1), None)
@@ -244,6 +243,8 @@ class DAAN(nn.Module):
         modality = (torch.arange(ta + tv, device=x.device) >= ta).long()  # built on the device: no sync
         allowed = None  # averaged features attending to all tokens: nothing to mask
         if a_mask is not None or v_mask is not None or self.keys == "cross":
+            am = a_mask if a_mask is not None else enc_a.new_ones(b, ta, dtype=torch.bool)
+            vm = v_mask if v_mask is not None else enc_v.new_ones(b, tv, dtype=torch.bool)
             valid = torch.cat([am, vm], dim=1)
             allowed = valid.unsqueeze(1).expand(b, ta + tv, ta + tv)
             if self.keys == "cross":
@@ -251,8 +252,8 @@ class DAAN(nn.Module):
         for norm1, attn, norm2, ff in self.layers:
             x = x + attn(norm1(x), modality, allowed)
             x = x + ff(norm2(x))
-        z_a = masked_mean(enc_a + x[:, :ta], am)
-        z_v = masked_mean(enc_v + x[:, ta:], vm)
+        z_a = masked_mean(enc_a + x[:, :ta], a_mask)
+        z_v = masked_mean(enc_v + x[:, ta:], v_mask)
         # raw encoder outputs are returned as they are: CSGM's gradient hooks must sit upstream of every use
         return raw_a, raw_v, masked_mean(raw_a, a_mask), masked_mean(raw_v, v_mask), z_a, z_v
 

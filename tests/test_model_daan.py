@@ -366,6 +366,10 @@ def test_daan_temporal_features_with_masks(tiny_temporal, tcn):
     (a2, am2), (v2, vm2) = pad(a, am), pad(v, vm)
     with torch.no_grad():
         torch.testing.assert_close(model.embed(a, v, am, vm), model.embed(a2, v2, am2, vm2))
+        # no masks means every step is valid: the same as all-true masks (which take the masking path)
+        all_valid = torch.ones_like(am), torch.ones_like(vm)
+        torch.testing.assert_close(model.embed(a, v), model.embed(a, v, *all_valid))
+        assert not torch.allclose(model.embed(a, v)[1], model.embed(a, v, am, vm)[1])
 
 
 def test_tcn_mode_must_match_feature_kind(tiny_data, tiny_temporal):
