@@ -141,10 +141,7 @@ class QDMA(nn.Module):
         if n == 2 and allowed is None:
             out = self._two_keys(x, coef)
         else:
-
-            def split(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
-                return list(t.reshape(b, n, h, parts, dh).permute(3, 0, 2, 1, 4))  # parts x (B, h, N, dh)
-
+            split = self._split_heads
             (q1, q2), (k1, k2), (v,) = split(self.to_q(x), 2), split(self.to_k(x), 2), split(self.to_v(x), 1)
             s1 = attention_scores(q1, k1) / math.sqrt(dh)
             s2 = attention_scores(q2, k2) / math.sqrt(dh)
@@ -156,6 +153,11 @@ class QDMA(nn.Module):
         if self.head_norm is not None:
             out = self.head_norm(out)
         return self.to_out(out.reshape(b, n, h * dh))
+
+    def _split_heads(self, t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+        """(B, N, h * parts * dh) projections -> ``parts`` views of shape (B, h, N, dh)."""
+        b, n, _ = t.shape
+        return list(t.reshape(b, n, self.heads, parts, self.dim_head).permute(3, 0, 2, 1, 4))
 
     def _two_keys(self, x: torch.Tensor, coef: torch.Tensor | float) -> torch.Tensor:
         """The attention of ``forward`` when every query sees the same 2 keys (averaged features), in closed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,13 +18,12 @@ DIMS = {"enc": 7, "phi": 7, "theta": 4, "rho": 5, "rec": 7}
 def random_sides(batch: int = 6, seed: int = 0) -> tuple[Branch, Branch, list[torch.Tensor]]:
     """Positives and negatives as views of stacked leaves, as ``branch(groups=2)`` returns them."""
     gen = torch.Generator().manual_seed(seed)
-    leaves = {}
-    for name in ("enc_a", "enc_v", "phi_a", "phi_v", "theta_a", "theta_v", "theta_w"):
-        leaves[name] = torch.randn(2 * batch, DIMS[name.split("_")[0]], generator=gen, dtype=torch.float64)
-    for name in ("rho_a", "rho_v", "rho_w", "rec_a", "rec_v"):
-        leaves[name] = torch.randn(2 * batch, DIMS[name.split("_")[0]], generator=gen, dtype=torch.float64)
-    for t in leaves.values():
-        t.requires_grad_(True)
+    leaves = {
+        f.name: torch.randn(
+            2 * batch, DIMS[f.name.split("_")[0]], generator=gen, dtype=torch.float64
+        ).requires_grad_()
+        for f in fields(Branch)
+    }
     p, n = Branch(**leaves).split(2)
     return p, n, list(leaves.values())
 
