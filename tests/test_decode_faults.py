@@ -59,23 +59,33 @@ def test_truncated_keeps_frames_decoded_before_the_error(corpus, monkeypatch):
     with pytest.raises(MediaError) as err:  # without a report the damage is raised, after the frames
         list(iter_frames(corpus["truncated"]))
     assert err.value.outcome is Outcome.PARTIAL
-    monkeypatch.setattr(pyav_backend, "CONVERT_MIN_PIXELS", 0)
     pooled = PyAVBackend(convert_workers=2)  # converting on a thread pool keeps the same frames
     _, pooled_frames, pooled_report = _frames(corpus["truncated"], chunk_frames=4, backend=pooled)
     assert pooled_report.outcome is Outcome.PARTIAL and np.array_equal(pooled_frames, frames)
 
 
-def test_converter_threads_only_where_frame_threads_leave_cores(monkeypatch):
+def test_converter_threads_scale_with_frame_size_and_take_cores_from_the_decoder(monkeypatch):
     def cores(n: int) -> None:
         monkeypatch.setattr(cores_module.os, "sched_getaffinity", lambda _pid: set(range(n)), raising=False)
 
     cores(16)
-    assert pyav_backend.default_convert_workers(0) == 8 and pyav_backend.default_convert_workers(1) == 0
+    workers = pyav_backend.default_convert_workers
+    assert [
+        workers(0, w * h) for w, h in [(320, 240), (640, 360), (960, 540), (1280, 720), (1920, 1080)]
+    ] == [
+        2,
+        2,
+        3,
+        4,
+        4,  # a quarter of the cores
+    ]
+    assert workers(1, 1280 * 720) == 0 and workers(12, 1280 * 720) == 0  # the caller budgets the cores
+    assert pyav_backend.decoder_threads(0, 4) == 12 and pyav_backend.decoder_threads(0, 0) == 0
+    assert pyav_backend.decoder_threads(6, 4) == 6
     cores(6)
-    assert pyav_backend.default_convert_workers(0) == 3
-    cores(2)  # FFmpeg's frame threads already fill both cores
-    assert pyav_backend.default_convert_workers(0) == 0
-    assert PyAVBackend().convert_workers == 0
+    assert workers(0, 1280 * 720) == 1 and pyav_backend.decoder_threads(0, 1) == 5
+    cores(3)
+    assert workers(0, 1280 * 720) == 0  # FFmpeg's frame threads already fill a small machine
 
 
 def test_truncated_audio_is_partial(corpus):
@@ -150,3 +160,32 @@ def test_sparse_sampling_with_keyframe_seeks_is_exact(tmp_path):
         index = np.concatenate([c.source_index for c in chunks])
         assert np.array_equal(index, np.floor((start + np.arange(len(index)) / fps) * 25 + 1e-6).astype(int))
         assert np.array_equal(frames, every[index])  # bit-exact after seeking to keyframes
+
+
+def test_seeks_only_when_they_skip_more_than_the_frames_in_flight(tmp_path, monkeypatch):
+    path = write_av_clip(
+        tmp_path / "gop.mp4", (pattern_frame(k, 96, 64) for k in range(200)), fps=25.0, gop_s=0.4
+    )
+    _, every, _ = _frames(path)
+    seeks = []
+    seek_to = pyav_backend.PyAVReader._seek_to
+
+    def counting(self, *args, **kwargs):
+        key = seek_to(self, *args, **kwargs)
+        seeks.append(key is not None)
+        return key
+
+    monkeypatch.setattr(pyav_backend.PyAVReader, "_seek_to", counting)
+    # Keyframes every 10th frame; 1 fps takes frames 0, 25, 50, ... 175. Seeking from each to the keyframe
+    # before the next skips 19 frames (0 -> 20), 24 (25 -> 50), 19 (50 -> 70), ...: an opening seek, 7 more.
+    for backend, in_flight, expected_seeks in [
+        (PyAVBackend(thread_count=1), 0, 8),
+        (PyAVBackend(thread_type="FRAME", thread_count=20), 20, 4),  # only the three 24-frame skips
+        (PyAVBackend(thread_type="FRAME", thread_count=24), 24, 1),
+        (PyAVBackend(thread_type="SLICE", thread_count=24), 0, 8),
+    ]:
+        seeks.clear()
+        chunks, frames, _ = _frames(path, fps=1.0, backend=backend)
+        assert pyav_backend.frames_in_flight(backend.thread_type, backend.thread_count) == in_flight
+        assert sum(seeks) == expected_seeks
+        assert np.array_equal(frames, every[np.concatenate([c.source_index for c in chunks])])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -89,3 +90,23 @@ def test_a_setting_that_fails_its_check_stays_with_pyav(monkeypatch, caplog):
             np.testing.assert_array_equal(out, _pyav(frame))
     assert "differs from PyAV's" in caplog.text
     assert len(calls) == 1 + 3  # the failed check, then every frame
+
+
+def test_a_long_lived_converter_keeps_a_bounded_number_of_settings(monkeypatch):
+    calls = _count_pyav_calls(monkeypatch)
+    converter = RGBConverter()
+    widths = [16 * (k + 1) for k in range(rgb.MAX_SETTINGS + 2)]  # one more setting than kept, twice over
+    for width in widths + widths[-rgb.MAX_SETTINGS :]:
+        frame, out = _frame("yuv420p", width, 32, 1, 1, width), np.empty((32, width, 3), np.uint8)
+        converter.write(frame, out)
+        np.testing.assert_array_equal(out, _pyav(frame))
+        assert len(converter._contexts) <= rgb.MAX_SETTINGS
+    assert len(calls) == len(widths)  # the most recent settings were still kept: no second check
+
+
+def test_each_thread_keeps_its_own_converter():
+    mine = rgb.thread_converter()
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(rgb.thread_converter).result()
+        assert pool.submit(rgb.thread_converter).result() is theirs
+    assert rgb.thread_converter() is mine and theirs is not mine

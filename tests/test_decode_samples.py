@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pipeline.decode import DecodeReport, Outcome, iter_frames, plan_samples, probe, read_audio
-from pipeline.decode.backends import pyav_backend
 from pipeline.decode.backends.pyav_backend import PyAVBackend
 
 GGSY, ZNVH = "v_GGSY1Qvo990", "v_ZNVhz7ctTq0"
@@ -34,7 +33,7 @@ def test_probe_uses_packet_timestamps(sample_videos):
     assert (znvh.video.width, znvh.video.height) == (480, 360)
 
 
-def test_every_frame_identical_across_backends(sample_videos, monkeypatch):
+def test_every_frame_identical_across_backends(sample_videos):
     path = sample_videos[GGSY]
     chunks, frames, index, report = _decode(path, chunk_frames=50)
     assert frames.shape == (355, 240, 320, 3) and frames.dtype == np.uint8
@@ -48,7 +47,6 @@ def test_every_frame_identical_across_backends(sample_videos, monkeypatch):
     assert np.array_equal(frames, frames_decord)
     _, frames_single, index_single, _ = _decode(path, chunk_frames=50, decoder_threads=1)  # the pipeline's
     assert np.array_equal(index, index_single) and np.array_equal(frames, frames_single)
-    monkeypatch.setattr(pyav_backend, "CONVERT_MIN_PIXELS", 0)  # converter threads even at 320x240
     threaded = PyAVBackend(thread_type="AUTO", convert_workers=3)  # the many-core settings: same frames
     _, frames_threaded, index_threaded, _ = _decode(path, chunk_frames=50, backend=threaded)
     assert np.array_equal(index, index_threaded) and np.array_equal(frames, frames_threaded)

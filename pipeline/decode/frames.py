@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import av
 import numpy as np
 
 from pipeline.decode.backends import FrameBackend, FrameReader, get_backend
-from pipeline.decode.backends.base import PendingFrame
+from pipeline.decode.backends.base import PendingFrame, PendingWrite
 from pipeline.decode.buffers import BufferPool
 from pipeline.decode.sampling import SamplePlan, plan_samples
 from pipeline.decode.types import DecodeReport, FrameChunk, MediaError, Outcome
@@ -126,7 +125,7 @@ class _ChunkBuilder:
         self.delivered = 0
         self._rows: list[tuple[float, int, float]] = []
         self._frames: np.ndarray | None = None
-        self._writes: list[Future[None]] = []
+        self._writes: list[PendingWrite] = []
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -150,7 +149,7 @@ class _ChunkBuilder:
 
     def take(self) -> FrameChunk:
         for write in self._writes:  # every row must be written before the chunk leaves
-            write.result()
+            write.wait()
         self._writes = []
         n = len(self._rows)
         frames = self._frames[:n] if self._frames is not None else np.zeros((0, 0, 0, 3), np.uint8)

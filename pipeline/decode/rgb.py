@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from pathlib import Path
 
 import av
@@ -80,6 +81,9 @@ def _load() -> _Swscale | None:
 
 _SWSCALE = _load()
 _UNSEEN = object()
+# Frame settings (format, size, colour) a converter keeps contexts for: a dataset of many resolutions must
+# not grow a long-lived thread's cache without bound. A setting evicted and seen again is verified again.
+MAX_SETTINGS = 8
 
 
 class _Context:
@@ -123,7 +127,7 @@ class RGBConverter:
     """Converts decoded frames to RGB into a given (H, W, 3) uint8 array. Not thread-safe: one per thread."""
 
     def __init__(self) -> None:
-        self._contexts: dict[tuple, object] = {}  # None: this setting is left to PyAV
+        self._contexts: dict[tuple, _Context | None] = {}  # None: this setting is left to PyAV
         self._reformatter = VideoReformatter()
 
     def write(self, frame: av.VideoFrame, out: np.ndarray) -> None:
@@ -155,5 +159,19 @@ class RGBConverter:
                 context = candidate
             else:
                 log.warning("direct RGB conversion differs from PyAV's for %s; using PyAV's for it", key)
+        if len(self._contexts) >= MAX_SETTINGS:
+            del self._contexts[next(iter(self._contexts))]  # the oldest setting
         self._contexts[key] = context
         return context
+
+
+_per_thread = threading.local()
+
+
+def thread_converter() -> RGBConverter:
+    """This thread's converter, kept for the thread's life: its settings are verified once, not per video
+    (a 720p check costs as much as converting 5 to 10 frames)."""
+    converter = getattr(_per_thread, "converter", None)
+    if converter is None:
+        converter = _per_thread.converter = RGBConverter()
+    return converter

@@ -8,11 +8,18 @@ outcomes) lives in :mod:`pipeline.decode.frames` and is identical for all backen
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+
+class PendingWrite(Protocol):
+    """A conversion under way on another thread."""
+
+    def wait(self) -> None:
+        """Block until the frame is written; re-raise the conversion's error."""
+        ...
 
 
 class PendingFrame(Protocol):
@@ -21,9 +28,9 @@ class PendingFrame(Protocol):
 
     shape: tuple[int, int, int]  # (H, W, 3) of the RGB frame it writes
 
-    def write_into(self, out: np.ndarray) -> Future[None] | None:
-        """Write the RGB pixels into ``out``: now (returns None) or on a thread pool while the caller goes
-        on decoding (returns the future the consumer waits for before handing ``out`` on)."""
+    def write_into(self, out: np.ndarray) -> PendingWrite | None:
+        """Write the RGB pixels into ``out``: now (returns None) or on other threads while the caller goes
+        on decoding (returns what the consumer waits on before handing ``out`` on)."""
         ...
 
 

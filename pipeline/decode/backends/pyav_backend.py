@@ -7,44 +7,63 @@ forward from there. Decoder threading is set by ``thread_type`` (measured in ben
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import av
 import numpy as np
 
 from pipeline.cores import usable_cores
-from pipeline.decode.rgb import RGBConverter
+from pipeline.decode.rgb import thread_converter
+from pipeline.decode.rgb_handover import ConversionBatch, RGBHandover
 from pipeline.decode.scan import VideoScan, scan_video
 from pipeline.decode.types import MediaError, Outcome
 
-# One stream (``thread_count`` 0, the default) may use the whole machine: frame-threaded decoding (AUTO, FFmpeg's
-# thread count) and RGB conversion of large frames on converter threads, so conversion overlaps decoding
-# instead of following it. ``thread_count`` 1 decodes and converts on the calling thread: what the extraction
-# runner asks for, as it already runs one decoder per core, where frame threading's extra threads cost
-# throughput (benchmarks/decode.py measures both, one stream alone and two streams at once).
+# One stream (``thread_count`` 0, the default) may use the whole machine: frame-threaded decoding (AUTO) and,
+# on machines with cores to spare, RGB conversion on converter threads, so conversion overlaps decoding instead
+# of following it. ``thread_count`` 1 decodes and converts on the calling thread: what the extraction runner
+# asks for, as it already runs one decoder per core, where extra threads cost throughput (benchmarks/decode.py
+# measures both, one stream alone and two streams at once).
 DEFAULT_THREAD_TYPE = "AUTO"
-# Below this frame size a hand-off to a converting thread costs more than the conversion it moves (16-core
-# machine: 320x240 and 480x360 ran 0.83x -> 0.58x and 0.77x -> 0.69x of the raw decode rate with 4 threads).
-CONVERT_MIN_PIXELS = 640 * 360
-MAX_CONVERT_WORKERS = 8
 # Converter threads need cores that FFmpeg's frame threads (one per core, plus one) leave free. On 2 cores,
-# where none are, 720p ran at 0.78x of the raw decode rate without a converter and 0.70x with one (mean of
-# five runs, each the best of 5-15 interleaved repeats; no converter won three). 16 cores is the other
-# measured point (converters help there, see below); 4 lies between.
+# where none are, every frame ran at this ratio to the raw decode rate without / with one converter (min and
+# median of 15 interleaved runs): 320x240 0.81/0.78 and 0.75/0.72, 480x360 0.87/0.84 and 0.81/0.81, 720p
+# 0.77/0.83 and 0.81/0.78. 16 cores is the measured many-core point (below); 4 lies between.
 MIN_CORES_FOR_CONVERTERS = 4
+# Converters per stream: one per 640x360 of frame, at least 2, at most a quarter of the cores; the decoder
+# gives up as many threads. 16 cores, every frame of each video, ratio to the raw decode rate (min / median of
+# 21 interleaved runs): 320x240 and 480x360 with 0 converters 0.86/0.77 and 0.80/0.72, with 2: 0.87/0.83 and
+# 0.87/0.88, with 8: 0.79/0.75 and 0.83/0.82; 720p with 8 converters and FFmpeg's 17 decoding threads
+# 0.79/0.74, with 4 converters and 12 decoding threads 0.85/0.82.
+PIXELS_PER_CONVERTER = 640 * 360
+MIN_CONVERTERS = 2
+# FFmpeg's automatic thread count for frame threading: one per core plus one, at most 16 (MAX_AUTO_THREADS).
+MAX_AUTO_DECODER_THREADS = 16
 
 
-def default_convert_workers(thread_count: int) -> int:
-    """One converter per two cores (up to 8) when decoding is threaded on a machine with spare cores, none
-    on a single thread or a small machine: on 16 cores one converting thread fell behind FFmpeg's decoding
-    threads (720p at 0.36x of the raw decode rate; 0.71x with 8 converters)."""
+def default_convert_workers(thread_count: int, pixels: int) -> int:
+    """Converter threads for a stream of ``pixels``-sized frames: none when the caller set the decoder's
+    thread count (it budgets the cores) or on a small machine."""
     cores = usable_cores()
-    if thread_count == 1 or cores < MIN_CORES_FOR_CONVERTERS:
+    if thread_count != 0 or cores < MIN_CORES_FOR_CONVERTERS:
         return 0
-    return min(MAX_CONVERT_WORKERS, cores // 2)
+    return min(cores // 4, max(MIN_CONVERTERS, -(-pixels // PIXELS_PER_CONVERTER)))
+
+
+def decoder_threads(thread_count: int, convert_workers: int) -> int:
+    """The decoder's thread count: the caller's, else FFmpeg's own (0), less the cores converters take."""
+    if thread_count or not convert_workers:
+        return thread_count
+    return max(2, usable_cores() - convert_workers)
+
+
+def frames_in_flight(thread_type: str, thread_count: int) -> int:
+    """Frames a frame-threaded decoder works on at once: after a seek it must refill them before the next
+    frame comes out, so a seek only pays when it skips more frames than this (16 cores, 1 fps: seeking
+    at every keyframe ran 0.77-0.91x the speed of decoding straight through)."""
+    if thread_type not in ("AUTO", "FRAME") or thread_count == 1:
+        return 0
+    return thread_count or min(usable_cores() + 1, MAX_AUTO_DECODER_THREADS)
 
 
 class PyAVBackend:
@@ -57,15 +76,13 @@ class PyAVBackend:
         thread_count: int = 0,
         convert_workers: int | None = None,
     ):
-        """``thread_count`` 0 lets FFmpeg pick (one per core), 1 decodes on the calling thread; it only
-        matters for AUTO/FRAME threading. ``convert_workers`` converts frames of at least
-        ``CONVERT_MIN_PIXELS`` to RGB on that many threads (None: :func:`default_convert_workers`)."""
+        """``thread_count`` 0 lets one stream use the machine, 1 decodes on the calling thread; it only
+        matters for AUTO/FRAME threading. ``convert_workers`` converts frames to RGB on that many threads
+        (None: :func:`default_convert_workers` for the stream's frame size)."""
         self.thread_type = thread_type
         self.seek = seek
         self.thread_count = thread_count
-        self.convert_workers = (
-            default_convert_workers(thread_count) if convert_workers is None else convert_workers
-        )
+        self.convert_workers = convert_workers
 
     def open(self, path: Path) -> PyAVReader:
         try:
@@ -93,20 +110,21 @@ class PyAVReader:
         thread_type: str,
         seek: bool,
         thread_count: int = 0,
-        convert_workers: int = 0,
+        convert_workers: int | None = None,
     ):
         self.container = container
         self.path = path
         self.stream = container.streams.video[0]
-        large = self.stream.codec_context.width * self.stream.codec_context.height >= CONVERT_MIN_PIXELS
-        self._pool = ThreadPoolExecutor(convert_workers, "avzsl-rgb") if convert_workers and large else None
+        pixels = self.stream.codec_context.width * self.stream.codec_context.height
+        if convert_workers is None:
+            convert_workers = default_convert_workers(thread_count, pixels)
+        self._handover = RGBHandover(convert_workers, pixels) if convert_workers else None
         self.scan: VideoScan = scan_video(container, self.stream)
         self.stream.thread_type = thread_type
-        self.stream.codec_context.thread_count = thread_count
+        self.stream.codec_context.thread_count = decoder_threads(thread_count, convert_workers)
         self.allow_seek = seek
+        self.seek_min_skip = frames_in_flight(thread_type, self.stream.codec_context.thread_count)
         self._index_of = {int(p): i for i, p in enumerate(self.scan.pts)}
-        # One converter (cached swscale contexts) per converting thread rather than one per frame.
-        self._converters = threading.local()
 
     def frame_times(self) -> tuple[np.ndarray, float]:
         return self.scan.pts_s, self.scan.end_s
@@ -148,12 +166,6 @@ class PyAVReader:
             if not restarted:
                 return
 
-    def write_rgb(self, frame: av.VideoFrame, out: np.ndarray) -> None:
-        converter = getattr(self._converters, "value", None)
-        if converter is None:
-            converter = self._converters.value = RGBConverter()
-        converter.write(frame, out)
-
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decode forward from the current position; on a decode error drain the frames already buffered."""
         for packet in self.container.demux(self.stream):
@@ -171,7 +183,8 @@ class PyAVReader:
             return []
 
     def _seek_to(self, target_pts: int, *, current: int | None = None, force: bool = False) -> int | None:
-        """Seek to the keyframe at or before ``target_pts`` if forced or if it lies after ``current``.
+        """Seek to the keyframe at or before ``target_pts`` if forced, or if that skips more frames after
+        ``current`` than the decoder holds in flight.
 
         Returns the keyframe's pts (frames before it are ignored after the seek), or None when not seeking.
         """
@@ -180,31 +193,37 @@ class PyAVReader:
             key = int(self.scan.pts[0])
         else:
             key = int(keys[max(int(np.searchsorted(keys, target_pts, side="right")) - 1, 0)])
-        if force or (self.allow_seek and current is not None and key > current):
+        if force or (
+            self.allow_seek and current is not None and self._skipped(current, key) > self.seek_min_skip
+        ):
             self.container.seek(key, stream=self.stream, backward=True, any_frame=False)
             return key
         return None
+
+    def _skipped(self, current_pts: int, key_pts: int) -> int:
+        """Frames between the current one and the keyframe: the decoding a seek to it saves."""
+        return self._index_of[key_pts] - self._index_of[current_pts] - 1
 
     def truncation(self) -> str | None:
         return self.scan.truncation
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._handover is not None:
+            self._handover.close()
         self.container.close()
 
 
 class PendingRGB:
     """A decoded frame whose RGB conversion writes straight into the consumer's chunk row: on the calling
-    thread, or on the reader's pool when it has one."""
+    thread, or handed to the converter threads when the reader has them."""
 
     def __init__(self, frame: av.VideoFrame, reader: PyAVReader):
         self.frame, self.reader = frame, reader
         self.shape = (frame.height, frame.width, 3)
 
-    def write_into(self, out: np.ndarray) -> Future[None] | None:
-        if self.reader._pool is None:
-            self.reader.write_rgb(self.frame, out)
+    def write_into(self, out: np.ndarray) -> ConversionBatch | None:
+        if self.reader._handover is None:
+            thread_converter().write(self.frame, out)
             return None
-        # swscale runs without the GIL, so the pool converts while the caller decodes
-        return self.reader._pool.submit(self.reader.write_rgb, self.frame, out)
+        # swscale runs without the GIL, so the converter threads write while the caller decodes
+        return self.reader._handover.convert(self.frame, out)
