@@ -180,34 +180,34 @@ def video_rows(name: str, path: Path, repeats: int) -> tuple[list[list[object]],
                 "-" if label.startswith("guarded") else round(limit_cpu / best_cpu[label], 2),
             ]
         )
-    results["limit"] = [
+    limit_times = [
         min(pair) for pair in zip(results["raw SLICE (no RGB)"], results["raw AUTO (no RGB)"], strict=True)
     ]
-    every, single = "pyav every frame", "pyav every frame, 1 thread"
+    every, single = results["pyav every frame"], results["pyav every frame, 1 thread"]
+    decord_every, single_cpu = results["decord every frame"], best_cpu["pyav every frame, 1 thread"]
     summary = [
         name,
         round(limit_fps, 1),
-        paired(results, "limit", every),
-        paired(results, "limit", single),
-        round(limit_cpu / best_cpu[single], 2),
-        round(best_cpu["pyav every frame, 1 thread, PyAV's reformat"] / best_cpu[single], 2),
-        paired(results, "limit", "decord every frame"),
-        paired(results, every, "pyav 1 fps (keyframe seeks)"),
-        round(best_cpu[every] / best_cpu["pyav 1 fps (keyframe seeks)"], 2),
+        paired(limit_times, every),
+        paired(limit_times, single),
+        round(limit_cpu / single_cpu, 2),
+        round(best_cpu["pyav every frame, 1 thread, PyAV's reformat"] / single_cpu, 2),
+        paired(limit_times, decord_every),
+        paired(every, results["pyav 1 fps (keyframe seeks)"]),
+        round(best_cpu["pyav every frame"] / best_cpu["pyav 1 fps (keyframe seeks)"], 2),
         must_decode(path, 1.0),
-        paired(results, "decord every frame", "decord 1 fps"),
-        paired(results, "guarded pyav every frame, shm ring", every),
-        paired(results, "guarded pyav every frame, pipe", every),
+        paired(decord_every, results["decord 1 fps"]),
+        paired(results["guarded pyav every frame, shm ring"], every),
+        paired(results["guarded pyav every frame, pipe"], every),
     ]
     return rows, [summary]
 
 
-def paired(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+def paired(numerator: list[float], denominator: list[float]) -> float:
     """Median over the rounds of one mode's time over another's in the same round: the two ran seconds
     apart, so load that comes and goes on a shared machine mostly cancels (a best-of ratio pairs two
     different moments)."""
-    ratios = [a / b for a, b in zip(times[numerator], times[denominator], strict=True)]
-    return round(statistics.median(ratios), 2)
+    return round(statistics.median(a / b for a, b in zip(numerator, denominator, strict=True)), 2)
 
 
 def _decode_repeatedly(args: tuple[str, int, int]) -> float:

@@ -120,10 +120,11 @@ class PyAVReader:
             convert_workers = default_convert_workers(thread_count, pixels)
         self._handover = RGBHandover(convert_workers, pixels) if convert_workers else None
         self.scan: VideoScan = scan_video(container, self.stream)
+        threads = decoder_threads(thread_count, convert_workers)
         self.stream.thread_type = thread_type
-        self.stream.codec_context.thread_count = decoder_threads(thread_count, convert_workers)
+        self.stream.codec_context.thread_count = threads
         self.allow_seek = seek
-        self.seek_min_skip = frames_in_flight(thread_type, self.stream.codec_context.thread_count)
+        self.seek_min_skip = frames_in_flight(thread_type, threads)
         self._index_of = {int(p): i for i, p in enumerate(self.scan.pts)}
 
     def frame_times(self) -> tuple[np.ndarray, float]:
@@ -165,6 +166,14 @@ class PyAVReader:
                     break
             if not restarted:
                 return
+
+    def write_rgb(self, frame: av.VideoFrame, out: np.ndarray) -> ConversionBatch | None:
+        """Convert ``frame`` into ``out`` now (None), or hand it to the converter threads (the batch to wait on)."""
+        if self._handover is None:
+            thread_converter().write(frame, out)
+            return None
+        # swscale runs without the GIL, so the converter threads write while the caller decodes
+        return self._handover.convert(frame, out)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decode forward from the current position; on a decode error drain the frames already buffered."""
@@ -222,8 +231,4 @@ class PendingRGB:
         self.shape = (frame.height, frame.width, 3)
 
     def write_into(self, out: np.ndarray) -> ConversionBatch | None:
-        if self.reader._handover is None:
-            thread_converter().write(self.frame, out)
-            return None
-        # swscale runs without the GIL, so the converter threads write while the caller decodes
-        return self.reader._handover.convert(self.frame, out)
+        return self.reader.write_rgb(self.frame, out)
