@@ -25,8 +25,8 @@ bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 lint: setup
-	$(BIN)/ruff check pipeline extractors model tests benchmarks
-	$(BIN)/ruff format --check pipeline extractors model tests benchmarks
+	$(BIN)/ruff check pipeline extractors model workflows tests benchmarks
+	$(BIN)/ruff format --check pipeline extractors model workflows tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -35,9 +35,9 @@ from extractors.spec import ExtractorSpec
 from extractors.windowing import FrameWindower, iter_frame_windows
 from pipeline.cluster import DAEMON_KEY
 from pipeline.cores import usable_cores
-from pipeline.extract_job import ExtractConfig, run_extract
 from pipeline.store import FeatureStore
 from pipeline.synth.media import make_test_clip
+from workflows.extract import ExtractConfig, run_extract
 
 CACHE = Path(__file__).resolve().parents[1] / ".bench" / "scale"
 COMMAND = ".venv/bin/python -m benchmarks.scale"

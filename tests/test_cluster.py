@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.cli import main as cli_main
 from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script, validate_spec, worker_device
+from workflows.cli import main as cli_main
 
 
 def test_validate_spec_accepts_kinds_and_addresses() -> None:

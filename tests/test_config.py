@@ -8,9 +8,9 @@ from typing import Literal
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.config import ConfigError, ConfigModel
 from pipeline.provenance import write_run_info
+from workflows.cli import main
 
 
 class Optimiser(ConfigModel):

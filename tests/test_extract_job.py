@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import main as cli_main
-from pipeline.extract_job import ExtractConfig, run_extract
-from pipeline.store import FeatureStore, StoreBusy, StoreLease
+from pipeline.store import FeatureStore, StoreBusy, StoreLease, verify_store
 from pipeline.synth.faults import make_fault_corpus
 from pipeline.synth.media import make_test_clip
+from workflows.cli import main as cli_main
+from workflows.extract import ExtractConfig, run_extract
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -112,7 +112,7 @@ def test_run_writes_stores_header_and_run_info(clips: Path, tmp_path: Path, refe
         "dog/d3",
     ]
     assert_same_features(features_of(summary.stores), reference)
-    assert store.verify() == []
+    assert verify_store(store) == []
 
 
 def test_rerun_skips_done_and_redoes_changed_source(clips: Path, tmp_path: Path) -> None:
@@ -195,8 +195,8 @@ def test_cli_extract_in_process(clips: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_cli_decode_options_reach_the_config(tmp_path: Path) -> None:
-    from pipeline.cli import build_parser
-    from pipeline.commands.extract import build_config
+    from workflows.cli import build_parser
+    from workflows.commands.extract import build_config
 
     base = ["extract", "--videos", "v.csv", "--extractor", "vit", "--out", str(tmp_path)]
     parser = build_parser("extract")
@@ -231,7 +231,7 @@ def test_sigkill_then_resume_is_bitwise_identical(clips: Path, tmp_path: Path, r
         before = {c.split("/")[1] for c in committed if c.startswith(store.path.name + "/")}
         assert before <= {p.name for p in store.index_dir.glob("*.parquet")}  # finished shards were kept
         assert store.records()["video_id"].value_counts().max() == 1  # no finished shard was recomputed
-        assert [p for p in store.verify() if p.severity == "error"] == []
+        assert [p for p in verify_store(store) if p.severity == "error"] == []
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from extractors.registry import build_extractor, list_specs, names
-from pipeline.cli import main as cli_main
+from workflows.cli import main as cli_main
 
 
 def test_registry_lists_every_model_in_both_modes():

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
 from pipeline.manifest import (
     LOADER_SPLITS,
     SPLITS,
@@ -17,6 +16,7 @@ from pipeline.manifest import (
     VideoManifest,
     assign_gzsl_splits,
 )
+from workflows.cli import main
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -59,12 +59,13 @@ def test_every_imported_third_party_package_is_declared() -> None:
         "pipeline",
         "extractors",
         "model",
+        "workflows",
         "benchmarks",
         "tests",
     }
     stdlib = set(sys.stdlib_module_names)
     undeclared: dict[str, str] = {}
-    for package in ("pipeline", "extractors", "model", "benchmarks"):
+    for package in ("pipeline", "extractors", "model", "workflows", "benchmarks"):
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):

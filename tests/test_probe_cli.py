@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.synth.faults import make_fault_corpus
+from workflows.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import yaml
 from model.api import evaluate_run, train_and_evaluate
 from model.config import TrainConfig
 from model.data.synthetic import make_synthetic
-from pipeline.cli import main as cli_main
 from pipeline.config import ConfigError
+from workflows.cli import main as cli_main
 
 MODEL = {
     "token_dim": 48,

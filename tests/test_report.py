@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report import load_run, results_table, write_report
+from workflows.report import load_run, results_table, write_report
 
 
 def fake_run(folder: Path, name: str, hm: float) -> Path:

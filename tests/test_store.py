@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pipeline.manifest import VideoManifest
-from pipeline.store import FeatureStore, StoreBusy, StoreError, StoreLease
+from pipeline.store import FeatureStore, StoreBusy, StoreError, StoreLease, compact_store, verify_store
 from pipeline.store.layouts import export_store, import_layout
 
 DIM = 6
@@ -116,14 +116,14 @@ def test_parallel_writer_processes_without_locks(store: FeatureStore) -> None:
         for i in range(5):
             vid = f"t{task}/v{i}"
             np.testing.assert_array_equal(store.features(vid), rows_for(vid, 1 + (i + task) % 4)[0])
-    assert store.verify() == []
+    assert verify_store(store) == []
 
 
 def test_verify_finds_truncated_missing_orphaned_and_foreign(store: FeatureStore, tmp_path: Path) -> None:
     truncated = write_videos(store, "trunc", ["a", "b"], [4, 4])
     missing = write_videos(store, "missing", ["c"], [2])
     orphan_src = write_videos(store, "orphan", ["d"], [2])
-    assert store.verify() == []
+    assert verify_store(store) == []
     path = store.shards_dir / truncated
     path.write_bytes(path.read_bytes()[: path.stat().st_size - 10])
     (store.shards_dir / missing).unlink()
@@ -132,7 +132,7 @@ def test_verify_finds_truncated_missing_orphaned_and_foreign(store: FeatureStore
     other = FeatureStore.create(tmp_path / "other", SPEC, "fp-other")
     foreign = write_videos(other, "foreign", ["e"], [1])
     (store.shards_dir / foreign).write_bytes((other.shards_dir / foreign).read_bytes())
-    kinds = {(p.kind, Path(p.path).name) for p in store.verify()}
+    kinds = {(p.kind, Path(p.path).name) for p in verify_store(store)}
     assert ("truncated", truncated) in kinds
     assert ("missing", missing) in kinds
     assert ("orphaned", orphan_src) in kinds
@@ -198,7 +198,7 @@ def test_export_import_round_trip_is_lossless(store: FeatureStore, tmp_path: Pat
         expected = manifest.set_index("video_id")
         assert labels.loc[ids, "label"].tolist() == expected.loc[ids, "label"].tolist()
         assert labels.loc[ids, "split"].tolist() == expected.loc[ids, "split"].tolist()
-    assert imported.verify() == []
+    assert verify_store(imported) == []
 
 
 def test_import_reads_byte_string_video_urls(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_import_reads_byte_string_video_urls(tmp_path: Path) -> None:
 def test_cli_info_verify_export_import(
     store: FeatureStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from pipeline.cli import main as cli_main
+    from workflows.cli import main as cli_main
 
     manifest = _labelled(store)
     VideoManifest(manifest).to_parquet(tmp_path / "manifest.parquet")
@@ -257,7 +257,7 @@ def test_compact_merges_parts_and_drops_unused_shards(store: FeatureStore) -> No
     orphan = write_videos(store, "d", ["v9"], [2])
     (store.index_dir / orphan.replace(".safetensors", ".parquet")).unlink()
     before = {v: store.features(v) for v in store.video_ids()}
-    report = store.compact()
+    report = compact_store(store)
     assert report.parts_merged == 4 and report.shards_removed == 2
     assert not (store.shards_dir / first).exists() and not (store.shards_dir / orphan).exists()
     assert len(list(store.index_dir.glob("*.parquet"))) == 1
@@ -265,4 +265,4 @@ def test_compact_merges_parts_and_drops_unused_shards(store: FeatureStore) -> No
     assert store.index().loc["bad", ["status", "outcome", "row"]].tolist() == ["failed", "undecodable", -1]
     for video_id, rows in before.items():
         np.testing.assert_array_equal(store.features(video_id), rows)
-    assert store.verify() == []
+    assert verify_store(store) == []

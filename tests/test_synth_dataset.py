@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
 from pipeline.config import ConfigError
 from pipeline.manifest import SPLITS, VideoManifest
 from pipeline.synth.classes import ATTRIBUTES, AUDIO_ATTRIBUTES, VISUAL_ATTRIBUTES, design_classes
 from pipeline.synth.dataset import SynthConfig, generate_dataset, read_classes
 from pipeline.synth.render import COLOURS, PITCH_HZ
+from workflows.cli import main
 
 SMALL = SynthConfig(classes=6, clips_per_class=4, seconds=0.6, width=32, height=32, fps=10.0)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.report import load_run
-from pipeline.workflow.runner import load_workflow, run_workflow
+from workflows.cli import main
+from workflows.report import load_run
+from workflows.runner import load_workflow, run_workflow
 
 pytestmark = pytest.mark.slow
 

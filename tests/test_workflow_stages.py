@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workflow.stages import Stage, StageContext, StageRunner, WorkflowError, files_fingerprint
+from workflows.stages import Stage, StageContext, StageRunner, WorkflowError, files_fingerprint
 
 
 def make_stages(
@@ -46,7 +46,7 @@ def make_stages(
             params={"epochs": epochs},
             depends_on=extract_names,
             outputs=("train.txt",),
-            code=("pipeline.workflow.stages",),
+            code=("workflows.stages",),
         )
     )
     stages.append(

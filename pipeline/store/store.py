@@ -241,18 +241,6 @@ class FeatureStore:
         return ShardWriter(self, task_key)
 
     # ----------------------------------------------------------------- maintenance
-    def verify(self) -> list:
-        """Problems found in the store (see :func:`pipeline.store.verify.verify_store`)."""
-        from pipeline.store.verify import verify_store
-
-        return verify_store(self)
-
-    def compact(self):
-        """Merge index parts and delete unused shards (see :mod:`pipeline.store.compact`)."""
-        from pipeline.store.compact import compact_store
-
-        return compact_store(self)
-
     def summary(self) -> dict[str, Any]:
         """Counts by status and outcome, rows and bytes: what ``avzsl store info`` prints."""
         index = self.index()

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.cli import add_overrides_argument
-from pipeline.report import load_run, results_table
-from pipeline.workflow.runner import load_workflow, run_workflow
+from workflows.cli import add_overrides_argument
+from workflows.report import load_run, results_table
+from workflows.runner import load_workflow, run_workflow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

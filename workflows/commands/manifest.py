@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import UsageError
 from pipeline.manifest import AVGZSL_DATASETS, AVGZSL_FEATURES, ManifestError, VideoManifest
 from pipeline.provenance import write_run_info
+from workflows.cli import UsageError
 
 MAX_PROBLEMS_SHOWN = 20
 

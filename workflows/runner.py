@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 from pipeline.provenance import write_run_info
-from pipeline.workflow.build import SharedCluster, build_stages
-from pipeline.workflow.config import WorkflowConfig
-from pipeline.workflow.stages import RunSummary, StageRunner
+from workflows.build import SharedCluster, build_stages
+from workflows.config import WorkflowConfig
+from workflows.stages import RunSummary, StageRunner
 
 log = logging.getLogger("avzsl.workflow")
 
-WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "workflows"
+WORKFLOW_DIR = Path(__file__).resolve().parent
 
 
 def resolve_workflow(name_or_path: str) -> Path:

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from model.config import DataConfig, TrainConfig
 from pipeline.config import ConfigModel
 from pipeline.synth.dataset import SynthConfig
+from workflows.extract.config import ExtractOptions
 
 
 class VideoSource(ConfigModel):
@@ -48,20 +49,18 @@ class ExtractorChoice(ConfigModel):
     )
 
 
-class ExtractStep(ConfigModel):
-    """Which extractors run and where; ``audio`` and ``visual`` are the ones training uses."""
+class ExtractStep(ExtractOptions):
+    """Which extractors run and how; ``audio`` and ``visual`` are the ones training uses.
+
+    Every option of ``avzsl extract`` (:class:`ExtractOptions`) can be set here under the same name.
+    """
 
     visual: ExtractorChoice = ExtractorChoice(name="c3d")
     audio: ExtractorChoice = ExtractorChoice(name="vggish")
     extra: list[ExtractorChoice] = Field(
         default_factory=list, description="more stores, not used for training"
     )
-    mode: Literal["clean", "benchmark"] = "clean"
-    cluster: str = "local"
-    workers: int | None = None
-    device: str = "cpu"
-    shard_size: int = 8
-    batch_size: int = 32
+    shard_size: int = Field(8, ge=1)
 
     def all(self) -> list[ExtractorChoice]:
         return [self.visual, self.audio, *self.extra]

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import UsageError
 from pipeline.manifest import ManifestError, VideoManifest
-from pipeline.store import FeatureStore, StoreBusy, StoreError
+from pipeline.store import FeatureStore, StoreBusy, StoreError, compact_store, verify_store
 from pipeline.store.layouts import LAYOUTS, export_store, import_layout
+from workflows.cli import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "verify":
             return _verify(store)
         if args.action == "compact":
-            report = store.compact()
+            report = compact_store(store)
             print(f"{store.path}: merged {report.parts_merged} index parts, removed {report.shards_removed} "
                   f"unused shards ({report.bytes_freed / 1e6:.2f} MB)")  # fmt: skip
             return 0
@@ -83,7 +83,7 @@ def _info(store: FeatureStore, as_json: bool) -> int:
 
 
 def _verify(store: FeatureStore) -> int:
-    problems = store.verify()
+    problems = verify_store(store)
     for problem in problems:
         print(problem)
     errors = sum(p.severity == "error" for p in problems)

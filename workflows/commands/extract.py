@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import get_args
 
-from pipeline.cli import UsageError
 from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
-from pipeline.extract_job import (
-    DEFAULT_BUILDER,
-    DEFAULT_RUNNER,
-    DecodeIsolation,
-    ExtractConfig,
-    format_summary,
-    run_extract,
-)
 from pipeline.manifest import ManifestError
 from pipeline.store import StoreBusy, StoreError
+from workflows.cli import UsageError
+from workflows.extract import DecodeIsolation, ExtractConfig, format_summary, run_extract
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--videos", nargs="+", required=True, help="manifest .parquet, .csv, a folder, or video paths"
     )
-    parser.add_argument("--extractor", action="append", required=True, help="extractor name (repeatable)")
+    parser.add_argument(
+        "--extractor",
+        dest="extractors",
+        action="append",
+        required=True,
+        help="extractor name (repeatable)",
+    )
     parser.add_argument("--out", required=True, help="output folder (one store per extractor inside)")
     parser.add_argument(
         "--cluster", default="local", help="local (default), none (in-process), slurm, or tcp://HOST:PORT"
@@ -48,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard-size", type=int, default=16, help="videos per task and per shard")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--decode-timeout", type=float, default=600.0, help="seconds before a decode is cut off"
+        "--decode-timeout",
+        dest="decode_timeout_s",
+        type=float,
+        default=600.0,
+        help="seconds before a decode is cut off",
     )
     parser.add_argument(
         "--prefetch-videos",
@@ -71,18 +74,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--slurm-queue")
     slurm.add_argument("--slurm-account")
     slurm.add_argument("--slurm-walltime", default="04:00:00")
-    slurm.add_argument("--slurm-cores", type=int, default=4, help="cores per job")
-    slurm.add_argument("--slurm-memory", default="16GB", help="memory per job")
-    slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (one worker per GPU)")
+    slurm.add_argument("--slurm-cores", dest="slurm_cores_per_job", type=int, default=4, help="cores per job")
+    slurm.add_argument("--slurm-memory", dest="slurm_memory_per_job", default="16GB", help="memory per job")
+    slurm.add_argument(
+        "--slurm-gpus",
+        dest="slurm_gpus_per_job",
+        type=int,
+        default=0,
+        help="GPUs per job (one worker per GPU)",
+    )
     slurm.add_argument("--slurm-jobs", type=int, default=1)
     slurm.add_argument(
-        "--slurm-prologue", action="append", default=[], help="shell line run before the worker"
+        "--slurm-prologue",
+        dest="slurm_job_script_prologue",
+        action="append",
+        default=[],
+        help="shell line run before the worker",
     )
     slurm.add_argument("--print-job-script", action="store_true", help="print the SLURM job script and exit")
     advanced = parser.add_argument_group("advanced")
-    advanced.add_argument("--builder", default=DEFAULT_BUILDER, help="module:function building an extractor")
     advanced.add_argument(
-        "--runner", default=DEFAULT_RUNNER, help="module:function running extractors over videos"
+        "--builder", help="module:function building extractors, instead of the extractor registry"
+    )
+    advanced.add_argument(
+        "--runner", help="module:function running extractors over videos, instead of the standard runner"
     )
     parser.set_defaults(func=run)
 
@@ -102,36 +117,15 @@ def parse_weights(items: list[str]) -> dict[str, str]:
 
 
 def build_config(args: argparse.Namespace) -> ExtractConfig:
-    slurm = SlurmOptions(
-        queue=args.slurm_queue,
-        account=args.slurm_account,
-        walltime=args.slurm_walltime,
-        cores_per_job=args.slurm_cores,
-        memory_per_job=args.slurm_memory,
-        gpus_per_job=args.slurm_gpus,
-        jobs=args.slurm_jobs,
-        job_script_prologue=args.slurm_prologue,
-    )
-    return ExtractConfig(
-        videos=args.videos,
-        extractors=args.extractor,
-        out=args.out,
-        cluster=args.cluster,
-        workers=args.workers,
-        threads_per_worker=args.threads_per_worker,
-        device=args.device,
-        weights=parse_weights(args.weights),
-        mode=args.mode,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        decode_timeout_s=args.decode_timeout,
-        decode_isolation=args.decode_isolation,
-        prefetch_videos=args.prefetch_videos,
-        retry_failed=args.retry_failed,
-        builder=args.builder,
-        runner=args.runner,
-        slurm=slurm,
-    )
+    """The job config from the parsed flags: each flag's ``dest`` is the config key it sets."""
+    values = {key: value for key, value in vars(args).items() if key in ExtractConfig.model_fields}
+    values["weights"] = parse_weights(args.weights)
+    values["slurm"] = {
+        key: getattr(args, f"slurm_{key}")
+        for key in SlurmOptions.model_fields
+        if hasattr(args, f"slurm_{key}")
+    }
+    return ExtractConfig.from_dict(values, source="avzsl extract")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import UsageError
-from pipeline.report import load_run, results_table, write_report
+from workflows.cli import UsageError
+from workflows.report import load_run, results_table, write_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

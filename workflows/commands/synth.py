@@ -6,9 +6,9 @@ import argparse
 import re
 from pathlib import Path
 
-from pipeline.cli import UsageError
 from pipeline.config import ConfigError
 from pipeline.provenance import write_run_info
+from workflows.cli import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import UsageError, add_overrides_argument
+from workflows.cli import UsageError, add_overrides_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import UsageError, add_overrides_argument
+from workflows.cli import UsageError, add_overrides_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.cli import UsageError
 from pipeline.decode import BACKENDS, ProbeResult, probe
+from workflows.cli import UsageError
 
 MEDIA_SUFFIXES = frozenset(
     [

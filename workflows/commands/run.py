@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import UsageError, add_overrides_argument
-from pipeline.workflow.runner import load_workflow, run_workflow
-from pipeline.workflow.stages import WorkflowError
+from workflows.cli import UsageError, add_overrides_argument
+from workflows.runner import load_workflow, run_workflow
+from workflows.stages import WorkflowError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             from pathlib import Path
 
-            from pipeline.workflow.build import build_stages
-            from pipeline.workflow.stages import StageRunner
+            from workflows.build import build_stages
+            from workflows.stages import StageRunner
 
             runner = StageRunner(Path(config.workdir), build_stages(config))
             for decision in runner.plan(only=args.only, start=args.start, force=args.force):

@@ -1,4 +1,4 @@
-"""The ``avzsl`` command line: one sub-command per stage, each defined in ``pipeline/commands/<name>.py``.
+"""The ``avzsl`` command line: one sub-command per stage, each defined in ``workflows/commands/<name>.py``.
 
 A command module exposes ``register(subparsers)``, which adds a parser named like the module and sets
 ``func`` to a callable taking the parsed namespace and returning an exit status. Adding a command is adding
@@ -16,8 +16,8 @@ import pkgutil
 import sys
 
 import pipeline
-from pipeline import commands
 from pipeline.config import ConfigError
+from workflows import commands
 
 
 class UsageError(Exception):

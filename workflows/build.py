@@ -1,4 +1,4 @@
-"""Turn a :class:`WorkflowConfig` into the stages of :mod:`pipeline.workflow.stages`.
+"""Turn a :class:`WorkflowConfig` into the stages of :mod:`workflows.stages`.
 
 Layout of a workflow directory::
 
@@ -23,8 +23,8 @@ import pandas as pd
 
 from pipeline.config import ConfigError, atomic_write_text
 from pipeline.manifest import VideoManifest, assign_gzsl_splits
-from pipeline.workflow.config import ExtractorChoice, WorkflowConfig
-from pipeline.workflow.stages import Stage, StageContext, files_fingerprint
+from workflows.config import ExtractorChoice, WorkflowConfig
+from workflows.stages import Stage, StageContext, files_fingerprint
 
 log = logging.getLogger("avzsl.workflow")
 
@@ -213,22 +213,24 @@ def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: Shared
     out = f"features/{key}"
 
     def run(ctx: StageContext) -> None:
-        from pipeline.extract_job import ExtractConfig, format_summary, run_extract
+        from workflows.extract import ExtractConfig, format_summary, run_extract
 
         workdir = ctx.workdir
+        job = step.to_dict()
+        for key in ("visual", "audio", "extra"):
+            job.pop(key)
         summary = run_extract(
-            ExtractConfig(
-                videos=[str(workdir / MANIFEST)],
-                extractors=[choice.name],
-                out=str(workdir / out),
-                cluster=cluster.spec(),
-                workers=step.workers,
-                device=step.device,
-                weights={choice.name: choice.weights},
-                mode=step.mode,
-                options={choice.name: choice.options},
-                shard_size=step.shard_size,
-                batch_size=step.batch_size,
+            ExtractConfig.from_dict(
+                {
+                    **job,
+                    "videos": [str(workdir / MANIFEST)],
+                    "extractors": [choice.name],
+                    "out": str(workdir / out),
+                    "cluster": cluster.spec(),
+                    "weights": {choice.name: choice.weights},
+                    "options": {choice.name: choice.options},
+                },
+                source=f"workflow {cfg.name}: extract",
             )
         )
         log.info("extract %s:\n%s", choice.name, format_summary(summary))
@@ -251,7 +253,7 @@ def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: Shared
         params,
         ("data", "probe"),
         (f"{out}/stores.json",),
-        ("extractors", "pipeline.decode", "pipeline.store", "pipeline.extract_job"),
+        ("extractors", "pipeline.decode", "pipeline.store", "workflows.extract"),
         external,
     )
 
@@ -330,13 +332,13 @@ def _label_random_features(cfg: WorkflowConfig, metrics_path: Path, metrics: dic
 # --------------------------------------------------------------------------------------------- report
 def _report_stage(cfg: WorkflowConfig, train_stages: list[str]) -> Stage:
     def run(ctx: StageContext) -> None:
-        from pipeline.report import load_run, write_report
+        from workflows.report import load_run, write_report
 
         workdir = ctx.workdir
         runs = [load_run(workdir / "runs" / stage.split(":", 1)[1]) for stage in train_stages]
         write_report(runs, workdir / "report", title=f"avzsl: {cfg.name}")
 
-    return Stage("report", run, {}, tuple(train_stages), (REPORT, "report/report.md"), ("pipeline.report",))
+    return Stage("report", run, {}, tuple(train_stages), (REPORT, "report/report.md"), ("workflows.report",))
 
 
 def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:

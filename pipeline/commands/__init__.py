@@ -1,1 +1,0 @@
-"""Sub-commands of ``avzsl``; each module registers one (see ``pipeline.cli``)."""

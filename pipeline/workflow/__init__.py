@@ -1,1 +1,0 @@
-"""Workflows: stages with declared inputs, parameters and code version, run in order and skipped when unchanged."""

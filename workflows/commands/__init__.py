@@ -1,0 +1,1 @@
+"""Sub-commands of ``avzsl``; each module registers one (see ``workflows.cli``)."""
