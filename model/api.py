@@ -2,6 +2,9 @@
 
 data = load_gzsl_data(DataConfig(source="published", root=..., dataset="UCF", setting="cls"))
 metrics = train_and_evaluate(TrainConfig(model="daan"), data, Path("runs/ucf-cls-daan"))
+
+Models are built through the registry (``model/registry.py``); ``list_models()`` gives one row per
+registered model (inputs, objective, default config, bundled configs) for ``avzsl models list``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from model.data.published import load_published
 from model.data.stores import InMemoryStore, load_from_stores, open_store
 from model.data.synthetic import make_synthetic
 from model.protocol import evaluate_model, test_metrics, train_and_evaluate
+from model.registry import rows as list_models
 from model.trainer import StageTrainer
 from pipeline.config import ConfigError
 
@@ -32,6 +36,7 @@ __all__ = [
     "bundled_configs",
     "evaluate_run",
     "format_table",
+    "list_models",
     "load_from_stores",
     "load_gzsl_data",
     "load_published",

@@ -8,6 +8,8 @@ Temporal inputs are averaged over their valid steps first (AVCA is an averaged-f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -23,6 +25,11 @@ from model.layers import (
     heads_forward,
     masked_mean,
 )
+from model.registry import ModelSpec, register
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
+    from model.data.gzsl import GZSLData
 
 
 class Attention(nn.Module):
@@ -98,3 +105,18 @@ class AVCA(nn.Module):
 
     def encoders(self) -> dict[str, nn.Module]:
         return {"audio": self.A_enc, "visual": self.V_enc}
+
+
+@register(
+    ModelSpec(
+        name="avca",
+        summary="AVCA (Mercea et al., CVPR 2022): one-layer cross-attention over an audio and a visual token",
+        inputs=("averaged", "temporal"),
+        inputs_note="temporal features are averaged over their valid steps first",
+        objective="pairs",
+        decision_rules=("visual",),
+        config_sections=("avca",),
+    )
+)
+def build_avca(cfg: TrainConfig, data: GZSLData) -> AVCA:
+    return AVCA(cfg.avca, data.audio_dim, data.visual_dim, int(data.class_embeddings.shape[1]))

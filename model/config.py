@@ -1,14 +1,16 @@
-"""Typed training configuration: one model (AVCA or DAAN), every DAAN reconstruction choice a switch.
+"""Typed training configuration: one registered model (AVCA, DAAN, TCaF), every reconstruction choice a switch.
 
 Defaults are AVCA's published UCF/main settings (REFERENCE §3.9). DAAN's own hyper-parameters are not
 published; everything under ``daan`` is our reconstruction (REFERENCE §3.4), so each ablation is one flag.
+TCaF's section holds the reference code's model switches; its per-dataset values are the bundled
+``*_tcaf.yaml`` configs (docs/tcaf.md).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import ConfigModel
 
@@ -92,12 +94,67 @@ class DAANConfig(ConfigModel):
     align_temperature: float = Field(0.07, gt=0)
 
 
+class TCaFConfig(ConfigModel):
+    """TCaF (temporal and cross-modal attention fusion), fields named after the reference code's flags.
+
+    Defaults are the reference's UCF cls configuration (docs/tcaf.md has every dataset's values).
+    """
+
+    token_dim: int = Field(300, description="transformer_dim")
+    encoder_hidden: int = Field(512, description="embeddings_hidden_size: A_enc / V_enc hidden layer")
+    projector_hidden: int = Field(512, description="decoder_hidden_size: O_proj / D_o hidden layer")
+    dim_out: int = 64
+    embedding_dropout: float = Field(0.3, ge=0, lt=1, description="A_enc, V_enc")
+    decoder_dropout: float = Field(0.1, ge=0, lt=1, description="O_proj, D_o")
+    additional_dropout: float = Field(0.1, ge=0, lt=1, description="W_proj, D_w")
+    depth: int = Field(6, ge=1)
+    heads: int = Field(8, ge=1)
+    dim_head: int = Field(64, ge=1)
+    mlp_dim: int = 128
+    transformer_dropout: float = Field(0.3, ge=0, lt=1, description="attention output and feed-forward")
+    embed_dim: int = Field(64, ge=2, description="transformer_embedding_dim: modality/time/padding codes")
+    embed_dropout: float = Field(0.2, ge=0, lt=1, description="transformer_embedding_dropout")
+    modality_embedding: bool = True
+    time_embedding: Literal["sinusoid", "none"] = Field(
+        "sinusoid", description="random Fourier features of each step's time"
+    )
+    fourier_scale: float = Field(10.0, gt=0)
+    self_attention: bool = Field(False, description="tokens attend within their modality")
+    cross_attention: bool = Field(True, description="tokens attend to the other modality")
+    audio_step_seconds: float = Field(0.96, gt=0, description="0.96 VGGish, 1.0 SeLaVi")
+    visual_step_seconds: float = Field(0.64, gt=0, description="0.64 C3D (16 frames at 25 fps), 1.0 SeLaVi")
+    lengths: Literal["batch_max", "fixed"] = Field(
+        "batch_max",
+        description="pad each batch to its longest sequence (no crop), or crop/pad to fixed lengths",
+    )
+    train_steps: int = Field(60, ge=1, description="fixed: visual steps in training (random crop)")
+    test_steps: int = Field(300, ge=1, description="fixed: visual steps in evaluation (centre crop)")
+    audio_divisor: float = Field(255.0, gt=0, description="the reference divides every audio input by 255")
+    visual_l2_over_time: bool = Field(True, description="the reference L2-normalises video over time")
+    eval_positions: Literal["step_index", "seconds"] = Field(
+        "step_index",
+        description="reference: evaluation places time codes at step indices, training at seconds",
+    )
+    extra_embedding_pass: bool = Field(
+        True, description="the reference re-embeds each batch in train mode after its step (BN statistics)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TCaFConfig:
+        if not (self.self_attention or self.cross_attention):
+            raise ValueError("tcaf: enable self_attention, cross_attention or both")
+        if self.embed_dim % 2:
+            raise ValueError(f"tcaf.embed_dim={self.embed_dim}: must be even (sine and cosine halves)")
+        return self
+
+
 class TrainConfig(ConfigModel):
     """Everything that decides a training run under the two-stage AV-GZSL protocol."""
 
-    model: Literal["avca", "daan"] = "avca"
+    model: str = Field("avca", description="a registered model (model/registry.py): avca, daan, tcaf")
     avca: AVCAConfig = AVCAConfig()
     daan: DAANConfig = DAANConfig()
+    tcaf: TCaFConfig = TCaFConfig()
     decision_rule: Literal["visual", "mean", "sum_dist"] = Field(
         "visual", description="embedding compared with class embeddings (REFERENCE §1.7); AVCA uses visual"
     )
@@ -108,6 +165,7 @@ class TrainConfig(ConfigModel):
     weight_decay: float = Field(1e-5, ge=0)
     lr_patience: int = Field(3, ge=0)
     lr_factor: float = Field(0.1, gt=0, lt=1)
+    lr_scheduler: bool = Field(True, description="ReduceLROnPlateau on val HM (some TCaF configs: off)")
     stage2_lr_schedule: Literal["val_hm", "replay"] = Field(
         "val_hm", description="val_hm: published (HM on data now trained on); replay: stage-1 LR per epoch"
     )
@@ -125,11 +183,23 @@ class TrainConfig(ConfigModel):
     eval_batch_size: int = Field(2048, ge=1)
     stages: Literal["both", "stage1"] = "both"
 
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from model.registry import names  # the model modules import this one: resolve at validation time
+
+        if name not in names():
+            raise ValueError(f"unknown model {name!r}; registered: {', '.join(names())}")
+        return name
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.model == "avca" and self.decision_rule != "visual":
+        from model.registry import get_spec
+
+        rules = get_spec(self.model).decision_rules
+        if self.decision_rule not in rules:
             raise ValueError(
-                "AVCA evaluates the visual embedding only (REFERENCE §1.7); use decision_rule=visual"
+                f"{self.model} is evaluated with decision_rule {' or '.join(rules)}, not {self.decision_rule}"
             )
         lo, hi, n = self.beta_grid
         if n < 1 or hi < lo:
@@ -181,4 +251,4 @@ class RunConfig(ConfigModel):
     """What ``avzsl train`` reads: the data source and the training configuration."""
 
     data: DataConfig = DataConfig()
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = Field(default_factory=TrainConfig)  # built on use: validation reads the registry

@@ -15,6 +15,7 @@ differential cross-modal attention in place of the one-layer transformer, (ii) a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -32,6 +33,11 @@ from model.layers import (
     heads_forward,
     masked_mean,
 )
+from model.registry import ModelSpec, register
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
+    from model.data.gzsl import GZSLData
 
 
 class DilatedConv(nn.Module):
@@ -273,3 +279,19 @@ class DAAN(nn.Module):
 
     def encoders(self) -> dict[str, nn.Module]:
         return {"audio": self.A_enc, "visual": self.V_enc}
+
+
+@register(
+    ModelSpec(
+        name="daan",
+        summary="DAAN (reconstructed): AVCA backbone + TCN + QDMA + CSGM + alignment loss; "
+        "starts from the AVCA configs with train.model=daan",
+        inputs=("averaged", "temporal"),
+        objective="pairs",
+        decision_rules=("visual", "mean", "sum_dist"),
+        config_sections=("avca", "daan"),
+    )
+)
+def build_daan(cfg: TrainConfig, data: GZSLData) -> DAAN:
+    emb_dim = int(data.class_embeddings.shape[1])
+    return DAAN(cfg.avca, cfg.daan, data.audio_dim, data.visual_dim, emb_dim, data.temporal)

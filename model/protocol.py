@@ -160,7 +160,7 @@ def _run_stage(
         record.update({f"val_{k}": v for k, v in _table(val).items()})
         if name == "stage2":
             record["val_note"] = "val is training data in stage 2 (TCaF#9): drives the LR schedule only"
-        if lr_replay is None:
+        if lr_replay is None and cfg.lr_scheduler:
             trainer.scheduler.step(val.hm)
         if name == "stage1" and val.hm > best["hm"]:
             best = {"epoch": epoch, "hm": val.hm}

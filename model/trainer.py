@@ -2,7 +2,12 @@
 
 The epoch is fast by construction: all pair indices of the epoch are drawn at once (``PairSampler``) and
 each batch is a gather from tensors already on the device; no per-sample Python, no loader workers, and
-no host sync inside the loop (losses are accumulated on the device).
+no host sync inside the loop (losses are accumulated on the device; TCaF's collator reads each batch's
+longest sequence, one sync per step).
+
+Models come from the registry (``model/registry.py``). The AVCA family (objective ``pairs``) trains on
+positive/negative pairs with AVCA's composite loss; ``classes`` models (TCaF) train on the positives only
+with their own ``collate`` / ``loss`` / ``after_step``.
 """
 
 from __future__ import annotations
@@ -12,15 +17,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from model.avca import AVCA
 from model.config import TrainConfig
 from model.csgm import CSGM
-from model.daan import DAAN
 from model.data.gzsl import GZSLData, SplitData
 from model.data.sampling import PairSampler
 from model.layers import Branch
 from model.losses import alignment_loss, avca_loss, unimodal_triplet
 from model.metrics import GZSLScores, beta_grid, calibrate
+from model.registry import build_model, get_spec
 
 
 class Batch(NamedTuple):
@@ -38,13 +42,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig, data: GZSLData) -> nn.Module:
-    emb_dim = int(data.class_embeddings.shape[1])
-    if cfg.model == "avca":
-        return AVCA(cfg.avca, data.audio_dim, data.visual_dim, emb_dim)
-    return DAAN(cfg.avca, cfg.daan, data.audio_dim, data.visual_dim, emb_dim, data.temporal)
-
-
 def derived_seed(seed: int, *parts: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, epoch): resuming replays the same randomness."""
     value = seed
@@ -60,6 +57,7 @@ class StageTrainer:
         self.cfg, self.data, self.stage_index = cfg, data, stage_index
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)  # stage 2 re-initialises exactly like stage 1 (AVCA: same seed)
+        self.spec = get_spec(cfg.model)
         self.model = build_model(cfg, data).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one vectorised kernel per parameter instead of ~10 ops each (the same update, ~4x faster)
@@ -81,12 +79,17 @@ class StageTrainer:
         torch.manual_seed(derived_seed(cfg.seed, self.stage_index, epoch, 1))  # dropout, gradient noise
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, self.stage_index, epoch, 0))
         pairs = self.sampler.epoch(cfg.batches_per_epoch, cfg.batch_size, gen)
-        stacked = torch.cat([pairs.positive, pairs.negative], dim=1).to(self.device)  # (batches, 2B)
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         use_csgm = self.csgm is not None and self.csgm.active(epoch)
-        for b in range(cfg.batches_per_epoch):
-            logs = self.step_on(self.gather(stacked[b]), use_csgm)
+        if self.spec.objective == "pairs":
+            stacked = torch.cat([pairs.positive, pairs.negative], dim=1).to(self.device)  # (batches, 2B)
+            steps = (self.step_on(self.gather(stacked[b]), use_csgm) for b in range(cfg.batches_per_epoch))
+        else:
+            crops = torch.Generator().manual_seed(derived_seed(cfg.seed, self.stage_index, epoch, 2))
+            positives = pairs.positive.to(self.device)
+            steps = (self.class_step(positives[b], crops) for b in range(cfg.batches_per_epoch))
+        for logs in steps:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0) + v
         out = {k: float(v) / cfg.batches_per_epoch for k, v in sums.items()}
@@ -134,6 +137,24 @@ class StageTrainer:
             with torch.no_grad():  # AVCA quirk: extra BN statistics update in train mode, positives only
                 self.model.embed(a[:size], v[:size], *(m if m is None else m[:size] for m in (am, vm)))
         logs["loss"] = loss.detach()
+        return logs
+
+    def class_step(self, idx: torch.Tensor, crops: torch.Generator) -> dict[str, torch.Tensor]:
+        """One optimiser step of a ``classes`` model on the batch's positives (TCaF): cross-entropy over
+        the training split's classes, whose rows ``target`` indexes (the reference's sorted class list)."""
+        t = self.train
+        labels, w = t.labels[idx], self.class_emb[t.labels[idx]]
+        seq = self.model.collate(
+            t.audio[idx], t.visual[idx], t.audio_mask[idx], t.visual_mask[idx], train=True, generator=crops
+        )
+        target = torch.searchsorted(self.train_classes, labels)
+        terms = self.model.loss(seq, w, self.class_emb[self.train_classes], target)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        self.model.after_step(seq, w)
+        logs = {k: v.detach() for k, v in terms.items() if k != "total"}
+        logs["loss"] = terms["total"].detach()
         return logs
 
     def _modulate(self, both: Branch, p: Branch, n: Branch, labels: torch.Tensor) -> dict[str, torch.Tensor]:

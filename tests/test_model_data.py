@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import shutil
 from pathlib import Path
 
 import h5py
@@ -129,6 +130,28 @@ def test_published_pkl_temporal_loader(avgzsl_root, tmp_path):
     lengths = test.audio_mask.sum(1)
     assert int(lengths.min()) >= 1 and int(lengths.max()) <= 4
     assert torch.all(test.audio[~test.audio_mask] == 0)  # padding is zeros, flagged invalid
+
+
+def write_tcaf_tree(avgzsl_root: Path, root: Path) -> Path:
+    """A UCF tree as TCaF's splitting scripts leave it: ``cls_features_no_averaged`` (not the
+    ``_non_averaged`` its configs read), class-name embeddings in the features folder's ``text/``."""
+    shutil.copytree(avgzsl_root / "UCF" / "class-split", root / "UCF" / "class-split")
+    feats = write_ucf_layout(
+        avgzsl_root, root / "UCF" / "features" / "cls_features_no_averaged", temporal=True
+    )
+    (feats / "text").mkdir()
+    shutil.copy(avgzsl_root / "w2v_features" / "word_embeddings_ucf_normed.npy", feats / "text")
+    return root
+
+
+def test_published_tcaf_tree_as_its_scripts_write_it(avgzsl_root, tmp_path):
+    root = write_tcaf_tree(avgzsl_root, tmp_path / "avgzsl_benchmark_non_averaged_datasets")
+    data = load_published(root, "UCF", "cls", temporal=True)
+    assert data.temporal and len(data.splits["train"]) == 3174
+    vectors = load_vector_dict(avgzsl_root / "w2v_features" / "word_embeddings_ucf_normed.npy")
+    names = read_name_map(avgzsl_root / "UCF" / "class-split" / "ucf_w2v_class_names.csv")
+    k = data.class_names.index("ApplyEyeMakeup")
+    assert torch.equal(data.class_embeddings[k], torch.from_numpy(vectors[names["ApplyEyeMakeup"]]))
 
 
 def test_published_loader_names_missing_folders(avgzsl_root, tmp_path):

@@ -1,5 +1,5 @@
-"""The two-stage protocol end to end: AVCA and DAAN learn a synthetic AV benchmark well above chance on
-unseen classes, an interrupted run resumes to the same numbers, outputs and the CLI."""
+"""The two-stage protocol end to end: AVCA, DAAN and TCaF learn a synthetic AV benchmark well above chance
+on unseen classes, an interrupted run resumes to the same numbers, outputs and the CLI."""
 
 from __future__ import annotations
 
@@ -30,6 +30,25 @@ MODEL = {
 }
 
 
+TCAF = {  # TCaF at the size of MODEL; synthetic features are neither uint8 audio nor 0.96 s / 0.64 s steps
+    **{
+        k: MODEL[k]
+        for k in ("token_dim", "encoder_hidden", "projector_hidden", "dim_out", "heads", "dim_head")
+    },
+    "depth": 2,
+    "mlp_dim": 32,
+    "embed_dim": 16,
+    "embedding_dropout": 0.1,
+    "decoder_dropout": 0.1,
+    "additional_dropout": 0.1,
+    "transformer_dropout": 0.1,
+    "embed_dropout": 0.1,
+    "audio_divisor": 1.0,
+    "audio_step_seconds": 1.0,
+    "visual_step_seconds": 1.0,
+}
+
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -37,6 +56,7 @@ def config(model: str, **kw) -> TrainConfig:
     base = {
         "model": model,
         "avca": MODEL,
+        "tcaf": TCAF,
         "epochs": 4,
         "batches_per_epoch": 25,
         "batch_size": 64,
@@ -52,10 +72,16 @@ def synthetic():
     return make_synthetic(seed=0)
 
 
+@pytest.fixture(scope="module")
+def synthetic_temporal():
+    return make_synthetic(seed=0, temporal_steps=6)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["avca", "daan"])
-def test_models_learn_unseen_classes_well_above_chance(synthetic, tmp_path, model):
-    metrics = train_and_evaluate(config(model), synthetic, tmp_path)
+@pytest.mark.parametrize("model", ["avca", "daan", "tcaf"])
+def test_models_learn_unseen_classes_well_above_chance(synthetic, synthetic_temporal, tmp_path, model):
+    data = synthetic_temporal if model == "tcaf" else synthetic
+    metrics = train_and_evaluate(config(model), data, tmp_path)
     chance = metrics["chance"]
     assert chance["U"] == pytest.approx(100 / 20) and chance["ZSL"] == pytest.approx(100 / 4)
     test = metrics["test"]
@@ -86,6 +112,8 @@ def test_models_learn_unseen_classes_well_above_chance(synthetic, tmp_path, mode
     )
     if model == "daan":
         assert {"k_audio", "k_visual", "frac_visual_modulated"} <= set(lines[0])
+    if model == "tcaf":
+        assert {"l_ce", "l_reg", "l_rec"} <= set(lines[0])
     assert len(list((tmp_path / "stage1" / "checkpoints").glob("epoch_*.pt"))) == 2  # keep_checkpoints
 
 
@@ -158,7 +186,10 @@ def test_bundled_configs_hold_published_hyperparameters():
     from model.config import RunConfig
 
     assert bundled_configs() == sorted(
-        f"{d}_{s}" for d in ("activitynet", "ucf", "vggsound") for s in ("cls", "main")
+        f"{d}_{s}{m}"
+        for d in ("activitynet", "ucf", "vggsound")
+        for s in ("cls", "main")
+        for m in ("", "_tcaf")
     )
     vgg_main = RunConfig.from_yaml(resolve_config("vggsound_main"))
     assert vgg_main.train.batch_size == 64 and vgg_main.train.avca.embedding_dropout == 0.0
@@ -206,6 +237,30 @@ def test_cli_on_published_layout(avgzsl_root, tmp_path, capsys):
     assert Path(out / "versions.json").is_file()
 
 
+@pytest.mark.slow
+def test_cli_trains_tcaf_on_the_published_temporal_layout(avgzsl_root, tmp_path, capsys):
+    from test_model_data import write_tcaf_tree
+
+    root = write_tcaf_tree(avgzsl_root, tmp_path / "avgzsl_benchmark_non_averaged_datasets")
+    out = tmp_path / "run"
+    sets = [
+        f"data.root={root}",
+        "train.epochs=1",
+        "train.batches_per_epoch=3",
+        "train.batch_size=16",
+        "train.device=cpu",
+        f"train.tcaf={json.dumps({**TCAF, 'audio_step_seconds': 0.96, 'visual_step_seconds': 0.64})}",
+    ]
+    args = ["train", "--config", "ucf_cls_tcaf", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert cli_main(args) == 0
+    assert "tcaf" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["temporal"] and metrics["data"]["source"] == "published:UCF/cls/temporal"
+    assert len(metrics["per_class"]["unseen"]) == 6 and len(metrics["per_class"]["seen"]) == 42
+
+
 def test_stage1_only_run_reports_validation_numbers(synthetic, tmp_path):
     from model.api import format_table
 
@@ -221,6 +276,64 @@ def test_stage1_only_run_reports_validation_numbers(synthetic, tmp_path):
     assert evaluate_run(tmp_path) == metrics
     with pytest.raises(ConfigError, match="stage-1-only"):
         evaluate_run(tmp_path, synthetic)
+
+
+# TCaF's shipped hyper-parameters (TCAF-GZSL config/best/best_{main,cls}/best_{ucf,vggsound,anet}.yaml):
+# lr, LR schedule, encoder hidden, embedding / decoder / additional dropout, depth, heads, dim_head,
+# transformer dropout, embedding-layer dropout
+TCAF_SHIPPED = {
+    "ucf_main": (5e-5, False, 256, 0.4, 0.2, 0.1, 5, 8, 64, 0.3, 0.2),
+    "vggsound_main": (7e-5, False, 128, 0.2, 0.2, 0.2, 8, 6, 128, 0.5, 0.2),
+    "activitynet_main": (7e-5, True, 128, 0.2, 0.1, 0.1, 8, 3, 128, 0.3, 0.2),
+    "ucf_cls": (7e-5, True, 512, 0.3, 0.1, 0.1, 6, 8, 64, 0.3, 0.2),
+    "vggsound_cls": (6e-5, False, 512, 0.2, 0.2, 0.1, 8, 8, 64, 0.5, 0.1),
+    "activitynet_cls": (7e-5, True, 512, 0.3, 0.1, 0.1, 6, 8, 64, 0.4, 0.2),
+}
+
+
+@pytest.mark.parametrize("name", list(TCAF_SHIPPED))
+def test_bundled_tcaf_configs_hold_the_reference_values(name):
+    from model.api import resolve_config
+    from model.config import RunConfig
+
+    cfg = RunConfig.from_yaml(resolve_config(f"{name}_tcaf"))
+    t, m = cfg.train, cfg.train.tcaf
+    got = (t.lr, t.lr_scheduler, m.encoder_hidden, m.embedding_dropout, m.decoder_dropout)
+    got += (m.additional_dropout, m.depth, m.heads, m.dim_head, m.transformer_dropout, m.embed_dropout)
+    assert got == TCAF_SHIPPED[name]
+    assert (
+        t.model == "tcaf" and cfg.data.temporal and f"{cfg.data.dataset}_{cfg.data.setting}".lower() == name
+    )
+    assert (t.batch_size, t.batches_per_epoch, t.epochs, t.weight_decay, t.eval_batch_size) == (
+        64,
+        300,
+        50,
+        1e-5,
+        64,
+    )
+    assert (m.token_dim, m.projector_hidden, m.dim_out, m.mlp_dim, m.embed_dim) == (300, 512, 64, 128, 64)
+    assert (m.cross_attention, m.self_attention, m.time_embedding, m.fourier_scale) == (
+        True,
+        False,
+        "sinusoid",
+        10.0,
+    )
+    selavi = cfg.data.setting == "main"
+    assert (m.audio_step_seconds, m.visual_step_seconds) == ((1.0, 1.0) if selavi else (0.96, 0.64))
+    assert m.lengths == ("fixed" if cfg.data.dataset == "ActivityNet" else "batch_max")
+
+
+def test_lr_scheduler_switch_keeps_the_learning_rate(synthetic, tmp_path):
+    from model.protocol import _run_stage
+
+    rates = {}
+    for on in (True, False):
+        cfg = config("avca", epochs=4, batches_per_epoch=2, batch_size=16, lr_patience=0, lr_scheduler=on)
+        history = {"stage1": [], "stage2": []}
+        _run_stage("stage1", 1, cfg, synthetic, "train", 4, tmp_path / str(on), history, None)
+        rates[on] = [r["lr"] for r in history["stage1"]]
+    assert min(rates[True]) < 1e-3  # patience 0: the plateau schedule cuts the rate at least once
+    assert rates[False] == [1e-3] * 4
 
 
 def test_stage2_replays_stage1_learning_rates(synthetic, tmp_path):

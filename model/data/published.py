@@ -1,8 +1,10 @@
 """Loader for the published ``avgzsl_benchmark_datasets`` layout (REFERENCE §1.3).
 
 Averaged features: one ``<Class>.h5`` per class per split folder with ``data`` (N, D) and ``video_urls``
-(S80 bytes or vlen str). Temporal features (TCaF): one ``<Class>.pkl`` per class per split folder holding a
-dict ``features`` (list of (T_i, D)), ``video_names`` (bytes) and ``fps``. Audio and video are joined on the
+(S80 bytes or vlen str). Temporal features (TCaF, root ``avgzsl_benchmark_non_averaged_datasets``): one
+``<Class>.pkl`` per class per split folder of ``<setting>_features_non_averaged/{audio,video}`` holding a
+dict ``features`` (list of (T_i, D)), ``video_names`` (bytes) and ``fps``; its class-name embeddings sit
+in that folder's ``text/``. Audio and video are joined on the
 video name; a video missing in one modality or with empty features is dropped *and recorded*.
 """
 
@@ -99,18 +101,42 @@ def load_published(
     split_root = Path(class_split_root) if class_split_root else root
     class_split_dir = split_root / dataset / "class-split"
     class_names, class_lists = read_class_split(class_split_dir, setting)
-    if features_dir is None:
-        suffix = "_non_averaged" if temporal else ""
-        features_dir = root / dataset / "features" / f"{setting}_features{suffix}"
-    features_dir = Path(features_dir)
+    features_dir = (
+        Path(features_dir) if features_dir else default_features_dir(root, dataset, setting, temporal)
+    )
     stages, dropped = {}, []
     for stage in STAGE_FOLDERS:
         stages[stage] = _read_stage(features_dir, stage, class_names, temporal, dropped)
     matrix = _class_embeddings(
-        class_names, class_split_dir, root, split_root, dataset, setting, embeddings, embedding_path, indexing
+        class_names,
+        class_split_dir,
+        features_dir,
+        root,
+        split_root,
+        dataset,
+        setting,
+        embeddings,
+        embedding_path,
+        indexing,
     )
     source = f"published:{dataset}/{setting}{'/temporal' if temporal else ''}"
     return assemble(stages, class_lists, class_names, matrix, source, indexing, temporal, dropped)
+
+
+def default_features_dir(root: Path, dataset: str, setting: str, temporal: bool) -> Path:
+    """``<root>/<Dataset>/features/<setting>_features`` (averaged) or ``..._features_non_averaged`` (TCaF).
+
+    TCaF's splitting scripts write ``..._no_averaged`` while its configs read ``..._non_averaged``; a
+    tree holding only the former is read from there.
+    """
+    base = root / dataset / "features" / f"{setting}_features"
+    if not temporal:
+        return base
+    wanted, written = Path(f"{base}_non_averaged"), Path(f"{base}_no_averaged")
+    if not wanted.is_dir() and written.is_dir():
+        log.info("%s not found; reading %s (the name TCaF's splitting scripts write)", wanted, written)
+        return written
+    return wanted
 
 
 def _read_stage(
@@ -167,6 +193,7 @@ def _problem(name: str, v_index: dict[str, int], a_feat: np.ndarray, v_feats: li
 def _class_embeddings(
     class_names: list[str],
     class_split_dir: Path,
+    features_dir: Path,
     root: Path,
     split_root: Path,
     dataset: str,
@@ -181,6 +208,7 @@ def _class_embeddings(
     if kind == "w2v" and path is None:
         fname = f"word_embeddings_{short}_normed.npy"
         candidates = [
+            features_dir / "text" / fname,  # TCaF: <setting>_features_non_averaged/text
             root / dataset / "features" / f"{setting}_features" / "text" / fname,
             split_root / "w2v_features" / fname,
             root / "w2v_features" / fname,
