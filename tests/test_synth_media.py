@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import Interpolation
 
-from pipeline.synth.media import make_test_clip, pattern_frame, read_frame_code, write_av_clip
+from pipeline.synth.media import (
+    make_test_clip,
+    pattern_frame,
+    read_frame_code,
+    rgb_to_yuv420p,
+    write_av_clip,
+)
 
 
 def _decode_video(path: Path) -> tuple[list[np.ndarray], list[float]]:
@@ -50,11 +59,65 @@ def test_test_clip_tone_is_audible_at_its_frequency(tmp_path: Path) -> None:
 
 
 def test_same_input_gives_same_bytes(tmp_path: Path) -> None:
-    a = make_test_clip(tmp_path / "a.mp4", seconds=0.5, width=64, height=48, seed=1)
-    b = make_test_clip(tmp_path / "b.mp4", seconds=0.5, width=64, height=48, seed=1)
-    c = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=64, height=48, seed=2)
-    assert a.read_bytes() == b.read_bytes()
-    assert a.read_bytes() != c.read_bytes()
+    files = {make_test_clip(tmp_path / "a.mp4", seconds=0.5, width=64, height=48, seed=1).read_bytes()}
+    for _ in range(9):
+        files.add(make_test_clip(tmp_path / "a.mp4", seconds=0.5, width=64, height=48, seed=1).read_bytes())
+    other = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=64, height=48, seed=2)
+    assert len(files) == 1
+    assert other.read_bytes() not in files
+
+
+@pytest.fixture
+def ffmpeg_cpu_flags() -> Iterator[Callable[[int], None]]:
+    """``av_force_cpu_flags`` of PyAV's bundled FFmpeg (0: plain C code only); the CPU's own flags come back after."""
+    libs = sorted((Path(av.__file__).parents[1] / "av.libs").glob("libavutil*.so*"))
+    if not libs:
+        pytest.skip("PyAV's bundled libavutil not found (only Linux wheels are laid out as av.libs/)")
+    force = ctypes.CDLL(str(libs[0])).av_force_cpu_flags
+    yield force
+    force(-1)
+
+
+def test_file_does_not_depend_on_the_simd_code_ffmpeg_runs(
+    tmp_path: Path, ffmpeg_cpu_flags: Callable[[int], None]
+) -> None:
+    """FFmpeg's scaler gives other yuv420p pixels with other SIMD code (so on other CPUs); frames must reach x264
+    converted by our exact arithmetic instead, or the clip would depend on the machine that wrote it.
+    """
+    frames = np.stack([pattern_frame(k, 32, 32, seed=3) for k in range(6)])
+    ffmpeg_cpu_flags(0)
+    plain_c = write_av_clip(tmp_path / "c.mp4", frames, 10.0).read_bytes()
+    ffmpeg_cpu_flags(-1)
+    native = write_av_clip(tmp_path / "native.mp4", frames, 10.0).read_bytes()
+    assert plain_c == native
+
+
+def test_encoder_input_is_bt601_limited_range_420() -> None:
+    """Against FFmpeg's exact (bit-exact, accurate-rounding) 4:4:4 conversion: luma within one level, chroma
+    within one level of the mean of its 2x2 block; black, white and the primaries land on the nominal codes."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    frame[:2, :8] = np.repeat([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 0, 255]], 2, axis=0)[None]
+    exact = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+    reference = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format="yuv444p", interpolation=exact
+    )
+    ref_y, ref_u, ref_v = reference.to_ndarray().astype(np.float64)
+    planes = rgb_to_yuv420p(frame)
+    assert planes.shape == (72, 64) and planes.dtype == np.uint8
+    y = planes[:48].astype(np.float64)
+    u, v = planes[48:].reshape(2, 24, 32).astype(np.float64)
+
+    def block_mean(p: np.ndarray) -> np.ndarray:
+        return (p[0::2, 0::2] + p[0::2, 1::2] + p[1::2, 0::2] + p[1::2, 1::2]) / 4
+
+    assert np.abs(y - ref_y).max() <= 1
+    assert np.abs(u - block_mean(ref_u)).max() <= 1
+    assert np.abs(v - block_mean(ref_v)).max() <= 1
+    # Textbook BT.601 codes (Y, Cb, Cr): black 16/128/128, white 235/128/128, red 81/90/240, blue 41/240/110.
+    assert y[0, [0, 2, 4, 6]].tolist() == [16, 235, 81, 41]
+    assert u[0, :4].tolist() == [128, 128, 90, 240]
+    assert v[0, :4].tolist() == [128, 128, 240, 110]
 
 
 def test_array_and_generator_inputs_give_the_same_file(tmp_path: Path) -> None:

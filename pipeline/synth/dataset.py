@@ -11,7 +11,9 @@ Output folder::
 Splits follow REFERENCE §1.2 (see :func:`pipeline.manifest.assign_gzsl_splits`): seen classes' videos in
 s1_train / s1_val_seen / s2_test_seen, stage-1 validation unseen classes in s1_val_unseen (and a held-out
 part in s2_test_seen, since they are training classes in stage 2), final unseen classes in s2_test_unseen.
-Every clip is a pure function of (seed, class, clip index), so output is identical for any worker count.
+Every clip's frames and audio are a pure function of (seed, class, clip index), so on one machine the files
+are byte-identical for any worker count; another CPU's encoder may write other bytes that decode to nearly
+the same pixels (docs/synthetic-data.md).
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 Tests, benchmarks and the synthetic dataset need media that exercises the same decode paths as real
 videos, so clips are genuinely encoded (B-frames, edit lists, AAC priming) rather than raw arrays.
-Output is byte-identical for identical input: the encoder runs single-threaded with fixed options and
-the container carries no creation time. Frames are consumed one at a time, so a long clip never needs
-all its frames in memory.
+On one machine the output is byte-identical for identical input: frames reach the encoder already in
+yuv420p, converted here with exact integer arithmetic (:func:`rgb_to_yuv420p`) instead of by the
+library's CPU-specific scaler; the encoder runs single-threaded with fixed options; the container carries
+no creation time. Across machines the encoder's input is still identical, but x264 runs other SIMD code on
+another CPU and may choose differently, so the bytes may differ while decoding to nearly the same pixels
+(docs/synthetic-data.md). Frames are consumed one at a time, so a long clip never needs all its frames in
+memory.
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ VIDEO_TIME_BASE = Fraction(1, 90000)
 AUDIO_BIT_RATE = 64_000
 X264_OPTIONS = {"preset": "veryfast", "crf": "20"}
 AAC_OPTIONS = {"aac_coder": "fast"}  # about 2x faster than the default two-loop coder; plenty for test audio
+# BT.601 limited-range RGB -> Y, Cb, Cr rows in 16-bit fixed point: the matrix decoders assume for an untagged
+# stream. Y spans 16..235 (219 steps), Cb and Cr 16..240 (224 steps) around 128.
+_KR, _KB = 0.299, 0.114
+_KG = 1.0 - _KR - _KB
+_RGB_TO_YUV = np.round(
+    65536
+    / 255
+    * np.array(
+        [
+            [219 * _KR, 219 * _KG, 219 * _KB],
+            [-112 * _KR / (1 - _KB), -112 * _KG / (1 - _KB), 112],
+            [112, -112 * _KG / (1 - _KR), -112 * _KB / (1 - _KR)],
+        ]
+    )
+).astype(np.int32)
 # Frame codes: a 2 x 8 grid of black/white blocks in the top band of each test frame (16 bits).
 CODE_ROWS, CODE_COLS = 2, 8
 CODE_BITS = CODE_ROWS * CODE_COLS
@@ -111,10 +130,11 @@ def _encode(
             t = _frame_time(tmp, index, fps, times)
             if audio_writer is not None:
                 audio_writer.write_until(t)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            # Already yuv420p, so the codec context does not run its scaler (docs/synthetic-data.md).
+            vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
             vf.pts = round(t / VIDEO_TIME_BASE)
             vf.time_base = VIDEO_TIME_BASE
-            out.mux(video.encode(vf))  # the codec context converts to yuv420p with one cached scaler
+            out.mux(video.encode(vf))
             index += 1
             frame = next(frames, None)
         if times is not None and index != len(times):
@@ -123,6 +143,29 @@ def _encode(
         if audio_writer is not None:
             audio_writer.write_until(float("inf"))
             audio_writer.flush()
+
+
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range yuv420p planes of an (H, W, 3) uint8 RGB frame (H, W even), as a (3H/2, W) array.
+
+    The layout ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes: Y rows, then Cb, then Cr. Chroma
+    is computed from the sum of each 2x2 block (centre siting). Integer arithmetic only, so every machine gets
+    the same planes, which the library's scaler does not promise.
+    """
+    height, width = frame.shape[:2]
+    r, g, b = (frame[..., c].astype(np.int32) for c in range(3))
+    (yr, yg, yb), (ur, ug, ub), (vr, vg, vb) = _RGB_TO_YUV
+    y = (yr * r + yg * g + yb * b + (16 << 16) + (1 << 15)) >> 16
+    # Chroma from 2x2 sums: four times the mean, so two more bits to shift away.
+    rs, gs, bs = (c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2] for c in (r, g, b))
+    u = (ur * rs + ug * gs + ub * bs + (128 << 18) + (1 << 17)) >> 18
+    v = (vr * rs + vg * gs + vb * bs + (128 << 18) + (1 << 17)) >> 18
+    planes = np.empty(height * width * 3 // 2, dtype=np.uint8)
+    n_luma, n_chroma = height * width, height * width // 4
+    planes[:n_luma] = y.ravel()
+    planes[n_luma : n_luma + n_chroma] = u.ravel()
+    planes[n_luma + n_chroma :] = v.ravel()
+    return planes.reshape(height * 3 // 2, width)
 
 
 def _check_frame(path: Path, frame: np.ndarray, shape: tuple[int, int] | None) -> tuple[int, int]:
