@@ -28,6 +28,22 @@ def test_every_model_is_listed_with_its_inputs_and_config():
     assert rows["avca"]["bundled_configs"] == [c for c in bundled_configs() if not c.endswith("_tcaf")]
 
 
+def test_models_list_command_prints_every_registered_model(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from workflows.cli import main
+
+    assert main(["models", "list"]) == 0
+    text = capsys.readouterr().out
+    for row in list_models():
+        assert f"{row['name']}: " in text and f"  inputs: {row['inputs']}" in text
+    assert "ucf_cls_tcaf" in text
+    assert main(["models", "list", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["avca", "daan", "tcaf"]
+    assert main(["models", "list", "--config"]) == 0
+    assert "cross_attention: true" in capsys.readouterr().out
+
+
 def test_config_accepts_registered_models_only():
     with pytest.raises(ConfigError, match="unknown model 'avcaa'.*avca, daan, tcaf"):
         TrainConfig.from_dict({"model": "avcaa"})
