@@ -558,6 +558,10 @@ def test_store_commands_take_the_extract_output_folder(
     for action in (["verify"], ["verify", "--quick"], ["repair"], ["compact"]):
         assert cli_main(["store", *action, str(out)]) == 0, action
     assert cli_main(["store", "info", str(tmp_path)]) == 2  # no store there: a usage error, not a traceback
+    assert (
+        cli_main(["store", "export", str(out), "--manifest", "m.parquet", "--out", str(tmp_path / "x")]) == 2
+    )
+    assert "holds 2 stores" in capsys.readouterr().err
 
 
 def test_runs_of_other_extractors_into_one_folder_keep_every_store(clips: Path, tmp_path: Path) -> None:

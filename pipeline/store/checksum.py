@@ -53,11 +53,11 @@ def table_digest(table: pa.Table) -> str:
     return h.hexdigest()[:16]
 
 
-def _utf8_bytes(strings: pa.Array) -> bytes:
+def _utf8_bytes(strings: pa.Array) -> memoryview:
     """The concatenated UTF-8 bytes of a null-free string array (its data buffer between its offsets)."""
     large = strings.cast(pa.large_string())
     _, offsets_buffer, data = large.buffers()
     if not len(large) or data is None:
-        return b""
+        return memoryview(b"")
     offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[large.offset : large.offset + len(large) + 1]
-    return memoryview(data)[offsets[0] : offsets[-1]].tobytes()
+    return memoryview(data)[offsets[0] : offsets[-1]]

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compact.add_argument("store", type=Path, help=STORE_HELP)
 
     export = actions.add_parser("export", help="write AV-GZSL h5/pkl layouts and video_features npy files")
-    export.add_argument("store", type=Path)
+    export.add_argument("store", type=Path, help="a store, or an --out folder holding one store")
     export.add_argument(
         "--manifest", type=Path, required=True, help="manifest parquet with labels and splits"
     )
@@ -80,9 +80,13 @@ def run(args: argparse.Namespace) -> int:
                 f"imported {summary['videos']} videos into {store.path} (manifest: {store.path}/manifest.parquet)"
             )
             return 0
+        paths = find_stores(args.store)
         if args.action == "export":
-            return _export(FeatureStore.open(args.store), args)
-        stores = [FeatureStore.open(path) for path in find_stores(args.store)]
+            if len(paths) > 1:
+                names = ", ".join(p.name for p in paths)
+                raise UsageError(f"{args.store}: holds {len(paths)} stores ({names}); export one of them")
+            return _export(FeatureStore.open(paths[0]), args)
+        stores = [FeatureStore.open(path) for path in paths]
         if args.action == "info":
             return _info(stores, args.json)
         status = 0
