@@ -347,6 +347,8 @@ def _decode_one(
 
 def _final_status(report: DecodeReport, rows: int, extractor: Extractor, audio_s: float | None):
     """Typed outcome of one (video, extractor) from the decode report and the number of windows made."""
+    if report.outcome == Outcome.CRASHED:  # the decoder's death, not the video's: no partial rows, redone
+        return report.outcome, report.error
     if rows and report.outcome == Outcome.OK:
         return Outcome.OK, None
     if rows:

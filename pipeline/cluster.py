@@ -5,6 +5,8 @@ cluster down afterwards. Workers are processes with one thread each (models and 
 thread-safe, and a process can be killed and replaced); on a GPU box there is one worker per GPU and
 each worker picks its GPU from its name (see :func:`worker_device`). Workers must not be daemonic
 processes, because decoding runs in a killable child process per video (see :data:`DAEMON_KEY`).
+
+A LocalCluster shuts down cleanly: see :mod:`pipeline.quick_exit`.
 """
 
 from __future__ import annotations
@@ -135,6 +137,9 @@ def connect(
             ) as cluster,
             Client(cluster) as client,
         ):
+            from pipeline.quick_exit import QuickExit
+
+            client.register_plugin(QuickExit(), name="avzsl-quick-exit")
             yield client
         return
     if spec == "slurm":

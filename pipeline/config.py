@@ -98,8 +98,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that readers see the old or the new content, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{_unique_suffix()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:  # a failed write (a full disk) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 def _unique_suffix() -> str:

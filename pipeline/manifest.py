@@ -3,7 +3,9 @@
 Every stage downstream keys its outputs by ``video_id``, so ids are unique, stable across machines and
 never a bare file stem: a path relative to the dataset root without its extension, or the benchmark's
 own id (REFERENCE §1.3). Problems found while building (missing files, excluded classes, files outside
-class folders) are kept in ``problems`` and travel with the parquet file, so nothing is dropped silently.
+class folders, files that are not media) are kept in ``problems`` and travel with the parquet file, so
+nothing is dropped silently: every file under a folder is either in the manifest or a problem that says
+why not (:data:`SKIPPED_KINDS`). Audio-only files are media too (audio extractors use them).
 
 Split names follow the AV-GZSL partition of videos (REFERENCE §1.2): the five sets below are disjoint,
 and the loader splits of §1.3 are unions of them (:data:`LOADER_SPLITS`).
@@ -26,8 +28,11 @@ import pyarrow.parquet as pq
 
 REQUIRED_COLUMNS = ("video_id", "path", "label", "split")
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".3gp", ".ogv"}
 )
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
+SKIPPED_KINDS = ("not_media", "outside_class_folder")  # files found under a folder but left out
 SPLITS = ("s1_train", "s1_val_seen", "s1_val_unseen", "s2_test_seen", "s2_test_unseen")
 SPLIT_FOLDERS = {s: f"stage_{s[1]}_{s[3:]}" for s in SPLITS}  # s1_train -> stage_1_train (split file stem)
 LOADER_SPLITS = {
@@ -50,10 +55,11 @@ class ManifestError(ValueError):
 class ManifestProblem:
     """Something a user must know about a manifest: ``kind`` is a short tag, ``message`` the details."""
 
-    kind: str  # missing_file | no_path | ambiguous_file | outside_class_folder | excluded_class | split_mismatch
+    kind: str  # missing_file | no_path | ambiguous_file | outside_class_folder | not_media | excluded_class
+    #          | split_mismatch
     video_id: str
     message: str
-    severity: str = "error"  # "info" for facts of the protocol (classes it excludes), not defects
+    severity: str = "error"  # "warning": a file left out on purpose; "info": facts of the protocol
 
 
 class VideoEntry(NamedTuple):
@@ -182,10 +188,14 @@ class VideoManifest:
     # ---- builders ------------------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, root: str | Path, split: str | None = None) -> VideoManifest:
-        """One sub-folder per class (``root/<label>/**/<video>``); video_id = ``<label>/<name>`` w/o extension."""
+        """One sub-folder per class (``root/<label>/**/<media>``); video_id = ``<label>/<name>`` w/o extension.
+
+        Every other file is reported in ``problems``: outside a class folder, or not a media file.
+        """
         root = _existing_dir(root)
-        rows, problems = [], []
-        for file in _video_files(root):
+        rows = []
+        files, problems = scan_folder(root)
+        for file in files:
             rel = file.relative_to(root)
             video_id = rel.with_suffix("").as_posix()
             if len(rel.parts) < 2:
@@ -200,7 +210,7 @@ class VideoManifest:
             rows.append({"video_id": video_id, "path": str(file), "label": rel.parts[0], "split": split})
         if not rows:
             raise ManifestError(
-                f"{root}: no videos found in class sub-folders (extensions {sorted(VIDEO_EXTENSIONS)})"
+                f"{root}: no media files found in class sub-folders (extensions {sorted(MEDIA_EXTENSIONS)})"
             )
         return cls(pd.DataFrame(rows), problems, {"builder": "folder"}, source=str(root))
 
@@ -369,6 +379,19 @@ def _existing_dir(root: str | Path) -> Path:
     if not root.is_dir():
         raise ManifestError(f"{root}: folder not found")
     return root
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[ManifestProblem]]:
+    """The media files under ``root`` (audio-only included), and a ``not_media`` problem for every other file."""
+    media, skipped = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in MEDIA_EXTENSIONS and not path.name.startswith("."):
+            media.append(path)
+            continue
+        why = "a hidden file" if path.name.startswith(".") else f"extension {path.suffix or '(none)'!r}"
+        message = f"{path}: skipped, not a media file ({why}; media: {', '.join(sorted(MEDIA_EXTENSIONS))})"
+        skipped.append(ManifestProblem("not_media", path.relative_to(root).as_posix(), message, "warning"))
+    return media, skipped
 
 
 def _video_files(root: Path) -> list[Path]:

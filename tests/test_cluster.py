@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script, validate_spec, worker_device
+from pipeline.cluster import (
+    ClusterError,
+    SlurmOptions,
+    connect,
+    slurm_job_script,
+    validate_spec,
+    worker_device,
+)
 from workflows.cli import main as cli_main
 
 
@@ -59,3 +68,21 @@ def test_worker_device_picks_gpu_from_worker_name(monkeypatch: pytest.MonkeyPatc
         assert worker_device("cuda") == expected
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert worker_device("cuda") == "cuda"
+
+
+def _slow_to_tear_down() -> bool:
+    """Leave an object whose destructor takes 6 s, as torch and a model make a worker's teardown slow."""
+
+    class SlowToDestroy:
+        def __del__(self, sleep=time.sleep) -> None:  # bound now: module globals are gone by then
+            sleep(6)
+
+    sys.avzsl_slow_object = SlowToDestroy()  # lives until the interpreter's teardown
+    return True
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_exit_without_being_killed(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="distributed"), connect("local", workers=1) as client:
+        assert client.submit(_slow_to_tear_down, pure=False).result()
+    assert "still alive" not in caplog.text and "killing" not in caplog.text

@@ -24,7 +24,7 @@ from pipeline.store import FeatureStore, StoreBusy, StoreLease, verify_store
 from pipeline.synth.faults import make_fault_corpus
 from pipeline.synth.media import make_test_clip
 from workflows.cli import main as cli_main
-from workflows.extract import ExtractConfig, run_extract
+from workflows.extract import ExtractConfig, format_summary, run_extract
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -163,18 +163,22 @@ def test_runner_crash_is_recorded_and_redone_by_the_next_run(
         index.loc["dog/d1", "outcome"] == "error"
         and "simulated runner crash" in index.loc["dog/d1", "reason"]
     )
-    assert first.status["visual"]["ok"] >= 5 and first.exit_code == 0  # other shards are unaffected
+    assert first.status["visual"]["ok"] >= 5  # other shards are unaffected
+    assert first.exit_code == 1 and first.status["visual"]["failed"] == 0  # not the video's fault: not done
     monkeypatch.delenv("FAKE_CRASH_ON")
     second = run_extract(config(clips, tmp_path / "out"), progress=False)
-    assert 1 <= second.planned_videos == first.status["visual"]["failed"]
+    assert 1 <= second.planned_videos == first.status["visual"]["not_done"]
+    assert second.exit_code == 0
     assert_same_features(features_of(second.stores), reference)
 
 
-def test_nothing_done_gives_nonzero_exit(tmp_path: Path) -> None:
+def test_bad_inputs_are_listed_not_fatal_unless_strict(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
     summary = run_extract(config([bad], tmp_path / "out"), progress=False)
-    assert summary.exit_code == 1 and summary.status["visual"]["failed"] == 1
+    assert summary.exit_code == 0 and summary.status["visual"]["failed"] == 1  # a final status
+    strict = run_extract(config([bad], tmp_path / "out", strict=True), progress=False)
+    assert strict.exit_code == 1 and "--strict" in format_summary(strict)
 
 
 def test_second_run_on_a_leased_store_refuses(clips: Path, tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ def test_from_folder_ids_are_relative_paths_not_stems(folder: Path) -> None:
     assert table.loc["cat/park/a", "label"] == "cat" and table.loc["dog/b", "label"] == "dog"
     assert table.loc["cat/park/a", "path"] == str(folder / "cat/park/a.mkv")
     assert set(table["split"]) == {"s1_train"}
-    assert [p.kind for p in manifest.problems] == ["outside_class_folder"]
-    assert "stray.mp4" in manifest.problems[0].message
+    problems = {p.kind: p for p in manifest.problems}  # every file left out is reported, with why
+    assert sorted(problems) == ["not_media", "outside_class_folder"] and len(manifest.problems) == 2
+    assert "stray.mp4" in problems["outside_class_folder"].message
+    assert "notes.txt" in problems["not_media"].message and "'.txt'" in problems["not_media"].message
 
 
 def test_from_folder_duplicate_ids_name_the_files(folder: Path) -> None:
@@ -53,7 +55,7 @@ def test_from_folder_duplicate_ids_name_the_files(folder: Path) -> None:
 
 def test_from_folder_without_videos_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(ManifestError, match="no videos found"):
+    with pytest.raises(ManifestError, match="no media files found"):
         VideoManifest.from_folder(tmp_path / "empty")
     with pytest.raises(ManifestError, match="folder not found"):
         VideoManifest.from_folder(tmp_path / "nope")

@@ -255,13 +255,14 @@ def test_compact_merges_parts_and_drops_unused_shards(store: FeatureStore) -> No
     failed.commit()
     write_videos(store, "c", ["v1", "v2"], [4, 1])  # supersedes every video of shard a
     orphan = write_videos(store, "d", ["v9"], [2])
-    (store.index_dir / orphan.replace(".safetensors", ".parquet")).unlink()
-    before = {v: store.features(v) for v in store.video_ids()}
+    (store.index_dir / orphan.replace(".safetensors", ".parquet")).unlink()  # its writer died mid-commit
+    before = {v: store.features(v) for v in store.video_ids()} | {"v9": rows_for("v9", 2)[0]}
     report = compact_store(store)
-    assert report.parts_merged == 4 and report.shards_removed == 2
-    assert not (store.shards_dir / first).exists() and not (store.shards_dir / orphan).exists()
+    assert report.repair.recovered == 1  # the orphan's record, from its own header: nothing is lost
+    assert report.parts_merged == 5 and report.shards_removed == 1
+    assert not (store.shards_dir / first).exists() and (store.shards_dir / orphan).exists()
     assert len(list(store.index_dir.glob("*.parquet"))) == 1
-    assert store.video_ids() == ["v1", "v2", "v3"]
+    assert store.video_ids() == ["v1", "v2", "v3", "v9"]
     assert store.index().loc["bad", ["status", "outcome", "row"]].tolist() == ["failed", "undecodable", -1]
     for video_id, rows in before.items():
         np.testing.assert_array_equal(store.features(video_id), rows)

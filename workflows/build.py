@@ -234,10 +234,9 @@ def _extract_stage(cfg: WorkflowConfig, choice: ExtractorChoice, cluster: Shared
             )
         )
         log.info("extract %s:\n%s", choice.name, format_summary(summary))
-        if summary.exit_code:
-            raise RuntimeError(
-                f"extraction with {choice.name} produced no usable features:\n{format_summary(summary)}"
-            )
+        if summary.exit_code or not summary.usable:
+            what = "did not finish" if summary.exit_code else "produced no usable features"
+            raise RuntimeError(f"extraction with {choice.name} {what}:\n{format_summary(summary)}")
 
     params = {
         "extractor": choice.name,

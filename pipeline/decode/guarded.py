@@ -7,6 +7,11 @@ overlaps with the parent's work: while the parent runs a model on chunk k, the c
 Children come from :data:`pipeline.decode.decoders.POOL`: one that finished its video cleanly serves the next
 one, one that timed out, crashed or was stopped mid-video is killed (see :mod:`pipeline.decode.decoders`).
 
+A child killed by a signal (the out-of-memory killer's SIGKILL, a crash in native code) says nothing about
+the video: the decode is retried once in a fresh child, which skips the frames (and audio) already
+delivered, so the consumer sees one continuous stream. A second death ends the decode as ``crashed``, an
+outcome extraction runs redo (unlike ``undecodable``, which is the file's fault).
+
 Transport: a pipe carries small pickled headers; pixels go through an anonymous shared-memory ring
 (default on Linux) or the pipe itself (:mod:`pipeline.decode.transport`, both measured in
 benchmarks/decode.py). A reader thread in the parent copies each chunk into a parent-owned buffer and puts
@@ -24,6 +29,7 @@ import multiprocessing as mp
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -114,11 +120,17 @@ class GuardedDecode:
         self._audio_done = not request.want_audio
         self._finished = False
         self._closed = False
+        self._reuse, self._prefetch_chunks = reuse, prefetch_chunks
+        self._retried = False
+        self._skip_frames = 0  # frames a restarted child sends again that the consumer already has
+        self._attach(decoder)
+
+    def _attach(self, decoder: DecoderProcess) -> None:
+        """Start reading ``decoder``'s messages (the first child, or the fresh one of a retry)."""
         self._video_done = False  # set by the reader thread once the child has sent its final report
-        self._decoder, self._reuse = decoder, reuse
-        self._process = decoder.process
-        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=prefetch_chunks)
-        self._pump_thread = threading.Thread(target=self._pump, args=(decoder,), daemon=True)
+        self._decoder, self._process = decoder, decoder.process
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=self._prefetch_chunks)
+        self._pump_thread = threading.Thread(target=self._pump, args=(decoder, self._inbox), daemon=True)
         self._pump_thread.start()
 
     def __enter__(self) -> GuardedDecode:
@@ -131,11 +143,11 @@ class GuardedDecode:
         """Frame chunks as the child decodes them; ends on completion, error, crash or timeout."""
         while not self._finished:
             kind, payload = self._next_message()
-            if kind == "frames":
-                self.report.frames_decoded += len(payload)
-                yield payload
-            else:
+            if kind != "frames":
                 self._handle(kind, payload)
+            elif (chunk := self._unseen(payload)) is not None:
+                self.report.frames_decoded += len(chunk)
+                yield chunk
 
     def audio(self) -> AudioClip | None:
         """The mono clip (sent before any frame), or None with the reason in ``audio_report``."""
@@ -186,6 +198,8 @@ class GuardedDecode:
         elif kind == "timeout":
             self._fail(Outcome.TIMEOUT, f"no output from the decoder for {self.timeout_s:g} s; child killed")
             self.close()
+        elif kind == "eof" and (signal := self._killed_by()) is not None:
+            self._retry(signal)
         else:  # "failed" (decoder raised) or "eof" (the child died without a word)
             why = (
                 payload
@@ -195,13 +209,49 @@ class GuardedDecode:
             self._fail(Outcome.PARTIAL if self.report.frames_decoded else Outcome.UNDECODABLE, why)
             self.close()
 
+    def _killed_by(self) -> int | None:
+        """The signal that killed the child, if one did (a negative exit code)."""
+        code = self._decoder.exit_code()
+        return -code if code is not None and code < 0 else None
+
+    def _retry(self, signal: int) -> None:
+        """Decode again in a fresh child after the first death by a signal; ``crashed`` after the second."""
+        if self._retried:
+            self._fail(
+                Outcome.CRASHED,
+                f"decoder process killed by signal {signal} twice (out of memory?); the next run redoes it",
+            )
+            self.close()
+            return
+        self._retried = True
+        self.report.notes.append(f"decoder process killed by signal {signal}; retried in a fresh process")
+        self._decoder.kill()
+        self._decoder.dispose()
+        self._skip_frames = self.report.frames_decoded
+        request = replace(self.request, want_audio=not self._audio_done)
+        decoder = DecoderProcess(*self._decoder.key)
+        decoder.conn.send(("decode", request))
+        self._attach(decoder)
+
+    def _unseen(self, chunk: FrameChunk) -> FrameChunk | None:
+        """The part of ``chunk`` the consumer has not had (after a retry the child starts over)."""
+        if not self._skip_frames:
+            return chunk
+        drop = min(self._skip_frames, len(chunk))
+        self._skip_frames -= drop
+        if drop == len(chunk):
+            return None
+        rest = slice(drop, None)
+        target = None if chunk.target_s is None else chunk.target_s[rest]
+        return FrameChunk(chunk.frames[rest], chunk.pts_s[rest], chunk.source_index[rest], target)
+
     def _fail(self, outcome: Outcome, why: str) -> None:
         self.report.outcome, self.report.error = outcome, why
         if not self._audio_done:
             self.audio_report.outcome, self.audio_report.error = outcome, why
             self._audio_done = True
 
-    def _pump(self, decoder: DecoderProcess) -> None:
+    def _pump(self, decoder: DecoderProcess, inbox: queue.Queue) -> None:
         """Reader thread: receive one video's messages into the bounded inbox (blocking when full)."""
         conn, chunks = decoder.conn, decoder.chunks
         try:
@@ -211,15 +261,15 @@ class GuardedDecode:
                     chunks.open_ring(meta)
                     continue
                 if kind == "frames":
-                    self._inbox.put(("frames", chunks.receive(meta)))
+                    inbox.put(("frames", chunks.receive(meta)))
                     continue
                 message = _receive_other(conn, kind, meta)
                 self._video_done = kind == "end"
-                self._inbox.put(message)
+                inbox.put(message)
                 if kind in ("end", "failed"):
                     return
         except (EOFError, OSError):
-            self._inbox.put(("eof", None))
+            inbox.put(("eof", None))
 
 
 def _receive_other(conn: Connection, kind: str, meta: Any) -> tuple[str, Any]:

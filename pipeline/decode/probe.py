@@ -6,6 +6,9 @@ the status is the most serious finding, in this order: ``not_found``, ``empty_fi
 ``no_audio`` (one modality is missing: the file is still usable for the other one, which
 ``has_video`` / ``has_audio`` say), ``ok``. An audio-visual dataset needs both streams, so a file without
 audio is reported as ``no_audio`` rather than hidden behind ``ok``.
+
+The default probe reads packets and decodes one frame, so damage in the middle of a stream goes unseen;
+``deep=True`` decodes every packet of both streams and reports each corrupt region (``partial``).
 """
 
 from __future__ import annotations
@@ -21,17 +24,75 @@ from pipeline.decode.scan import VideoScan, scan_video
 from pipeline.decode.types import AudioStreamInfo, Outcome, ProbeResult, VideoStreamInfo
 
 
-def probe(path: str | Path, *, backend: str | None = None, timeout_s: float = 30.0) -> ProbeResult:
+def probe(
+    path: str | Path, *, backend: str | None = None, timeout_s: float = 30.0, deep: bool = False
+) -> ProbeResult:
     """Describe ``path``: streams, codecs, duration, PTS-derived frame rate and count, audio rate/channels.
 
     Stream facts always come from PyAV's packet scan. With ``backend`` other than ``pyav`` the file's first
     frame is also decoded with that backend in a guarded child process (``timeout_s``), so a scan with
     ``backend="decord"`` finds the files decord cannot read (or hangs on) before a long job does.
+    ``deep`` decodes every packet (as long as a full decode takes) and reports the corrupt regions.
     """
     result = _probe(Path(path))
+    if deep and result.status in (Outcome.OK, Outcome.NO_AUDIO, Outcome.NO_VIDEO, Outcome.PARTIAL):
+        result = _check_every_packet(result)
     if backend in (None, "pyav") or result.status not in (Outcome.OK, Outcome.NO_AUDIO):
         return result
     return _check_backend(result, backend, timeout_s)
+
+
+def _check_every_packet(result: ProbeResult) -> ProbeResult:
+    regions = corrupt_regions(Path(result.path))
+    if not regions:
+        return result
+    error = "; ".join(filter(None, [result.error if result.status is Outcome.PARTIAL else None, *regions]))
+    return replace(result, status=Outcome.PARTIAL, error=f"corrupt: {error}", corrupt_regions=tuple(regions))
+
+
+def corrupt_regions(path: Path) -> list[str]:
+    """Decode every packet of the first video and audio streams; each run of damaged packets, as text.
+
+    A packet is damaged when the demuxer flags it, the decoder rejects it, or a frame it yields is marked
+    corrupt (FFmpeg's error concealment); a demux error ends the file there.
+    """
+    runs: dict[str, list[list[float]]] = {}  # stream kind -> [start_s, end_s, packets] per run
+    last_bad: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    tail = None
+    with av.open(str(path)) as container:
+        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
+        try:
+            for packet in container.demux(streams):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                kind = packet.stream.type
+                index = seen[kind] = seen.get(kind, -1) + 1
+                if not _damaged(packet):
+                    continue
+                start = float(packet.pts * packet.time_base)
+                end = start + float((packet.duration or 0) * packet.time_base)
+                if last_bad.get(kind) == index - 1:  # decode order: B-frames' times go back and forth
+                    run = runs[kind][-1]
+                    run[:] = [min(run[0], start), max(run[1], end), run[2] + 1]
+                else:
+                    runs.setdefault(kind, []).append([start, end, 1])
+                last_bad[kind] = index
+        except (av.FFmpegError, OSError) as err:
+            tail = f"demux stopped: {err}"
+    regions = [
+        f"{kind} {start:.3f}-{end:.3f} s ({int(n)} packet{'s' if n > 1 else ''})"
+        for kind, spans in sorted(runs.items())
+        for start, end, n in spans
+    ]
+    return regions + ([tail] if tail else [])
+
+
+def _damaged(packet: av.Packet) -> bool:
+    try:
+        return packet.is_corrupt or any(frame.is_corrupt for frame in packet.decode())
+    except av.FFmpegError:
+        return True
 
 
 def _check_backend(result: ProbeResult, backend: str, timeout_s: float) -> ProbeResult:

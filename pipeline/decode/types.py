@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     EMPTY_FILE = "empty_file"  # zero bytes
     NOT_FOUND = "not_found"  # the path does not exist or is not a file
     TIMEOUT = "timeout"  # the decode exceeded its wall-clock limit and was killed
+    CRASHED = "crashed"  # the decoder process was killed by a signal twice (e.g. out of memory); not final
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ProbeResult:
     duration_s: float | None = None
     video: VideoStreamInfo | None = None
     audio: AudioStreamInfo | None = None
+    corrupt_regions: tuple[str, ...] = ()  # found by a deep probe, e.g. "video 1.760-2.000 s (6 packets)"
 
     @property
     def has_video(self) -> bool:
@@ -81,6 +83,7 @@ class ProbeResult:
             "has_audio": self.has_audio,
             "video": asdict(self.video) if self.video else None,
             "audio": asdict(self.audio) if self.audio else None,
+            "corrupt_regions": list(self.corrupt_regions),
         }
 
 

@@ -3,17 +3,23 @@
 Layout::
 
     STORE/header.json                          extractor spec, fingerprint, versions, dim/dtype, created
-    STORE/shards/<task-key>-<uuid>.safetensors concatenated rows + offsets + timestamps + pooled means
+    STORE/shards/<task-key>-<uuid>.safetensors concatenated rows + offsets + timestamps + pooled means,
+                                               with checksums and the task's index records in its header
     STORE/index/<task-key>-<uuid>.parquet      the commit record of that shard (one row per video)
+    STORE/quarantine/                          damaged files set aside by ``avzsl store repair``
 
 Each writer owns its shard name, so no lock is needed on the hot path. The tensor file is renamed into
 place first and the index part second: a crash between the two leaves an orphaned shard (reported by
 ``verify``, ignored by readers), never an index row pointing at missing data. Resume reads only the index.
+Every video's rows carry a checksum (in the index and in the shard), checked on every read; the format
+and its guarantees are described in docs/store.md.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import time
 import uuid
@@ -25,16 +31,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import atomic_write_text
 from pipeline.provenance import library_versions
-from pipeline.store.index import STATUSES, latest_per_video, list_parts, read_parts, write_part
-from pipeline.store.shard import ShardReader, write_shard
+from pipeline.store.checksum import ALGORITHM, array_digest
+from pipeline.store.index import (
+    STATUSES,
+    DamagedPart,
+    latest_per_video,
+    list_parts,
+    read_parts,
+    write_part,
+)
+from pipeline.store.lease import LEASE_FILE, LOCK_FILE
+from pipeline.store.shard import ShardFormatError, ShardReader, atomic_write, write_shard
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "avzsl-feature-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums, self-describing index parts, records in shard headers
 HEADER_FILE = "header.json"
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
+QUARANTINE_DIR = "quarantine"
 SHARD_SUFFIX = ".safetensors"
 _OPEN_SHARDS = 128
 
@@ -46,11 +63,14 @@ class StoreError(Exception):
 class FeatureStore:
     """Read and write access to one feature store directory (see the module docstring for the layout)."""
 
-    def __init__(self, path: Path, header: dict[str, Any]):
+    def __init__(self, path: Path, header: dict[str, Any], *, check_reads: bool = True):
         self.path = Path(path)
         self.header = header
+        self.check_reads = check_reads  # compare every read against its checksum (docs/store.md)
         self._index: pd.DataFrame | None = None
+        self._damaged: list[DamagedPart] = []
         self._readers: OrderedDict[str, ShardReader] = OrderedDict()
+        self._pooled_checked: set[str] = set()
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -68,6 +88,8 @@ class FeatureStore:
 
         ``dim``/``dtype`` default to the spec's ``output_dim``/``output_dtype`` (or ``dim``/``dtype``);
         ``random_weights`` to the spec's flag. An existing store with another fingerprint is refused.
+        A folder without a header that holds no data either (a create interrupted by a kill or a full
+        disk) is simply initialised again.
         """
         path = Path(path)
         if (path / HEADER_FILE).exists():
@@ -78,13 +100,22 @@ class FeatureStore:
                     f"(extractor or config changed); write to a new directory or remove this store"
                 )
             return store
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(
-                f"{path}: exists, is not empty and has no {HEADER_FILE}; choose an empty directory"
-            )
+        if path.is_dir():
+            leftovers = _not_blank(path)
+            if leftovers:
+                raise StoreError(
+                    f"{path}: has no {HEADER_FILE} but holds {leftovers[0]}"
+                    f"{f' and {len(leftovers) - 1} more' if len(leftovers) > 1 else ''}; "
+                    "choose an empty directory (a store's data is never overwritten)"
+                )
+            for tmp in path.glob(f".{HEADER_FILE}.tmp-*"):  # what a create cut short left
+                tmp.unlink()
+        elif path.exists():
+            raise StoreError(f"{path}: is a file, not a store directory; choose another path")
         header = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
+            "checksum_algorithm": ALGORITHM,
             "fingerprint": fingerprint,
             "spec": spec,
             "dim": _first(dim, spec.get("output_dim"), spec.get("dim")),
@@ -97,11 +128,13 @@ class FeatureStore:
             header["dtype"] = np.dtype(header["dtype"]).name
         (path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         (path / INDEX_DIR).mkdir(exist_ok=True)
-        atomic_write_text(path / HEADER_FILE, json.dumps(header, indent=2, sort_keys=True) + "\n")
+        text = (json.dumps(header, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write(path / HEADER_FILE, lambda handle: handle.write(text))
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> FeatureStore:
+    def open(cls, path: str | Path, *, check_reads: bool = True) -> FeatureStore:
+        """Open an existing store; ``check_reads=False`` skips the checksum check of each read."""
         path = Path(path)
         header_path = path / HEADER_FILE
         if not header_path.is_file():
@@ -120,7 +153,7 @@ class FeatureStore:
             raise StoreError(
                 f"{header_path}: format version {header['format_version']} is newer than this avzsl"
             )
-        return cls(path, header)
+        return cls(path, header, check_reads=check_reads)
 
     # ----------------------------------------------------------------- header
     @property
@@ -143,20 +176,56 @@ class FeatureStore:
     def index_dir(self) -> Path:
         return self.path / INDEX_DIR
 
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.path / QUARANTINE_DIR
+
     # ----------------------------------------------------------------- index
     def refresh(self) -> None:
         """Forget the cached index so the next read sees parts committed since."""
         self._index = None
 
     def records(self) -> pd.DataFrame:
-        """Every index record of every part, superseded ones included, in commit order."""
-        return read_parts(list_parts(self.index_dir))
+        """Every index record of every readable part, superseded ones included, in commit order.
+
+        Damaged parts are skipped (their videos read as not done) and listed in :attr:`damaged_parts`.
+        """
+        records, damaged = read_parts(list_parts(self.index_dir))
+        known = {d.path for d in self._damaged}
+        for part in damaged:
+            if part.path not in known:
+                log.warning(
+                    "%s: index part %s is damaged (%s) and skipped; its videos count as not done until "
+                    "`avzsl store repair %s` recovers them from the shards",
+                    self.path,
+                    part.path.name,
+                    part.reason,
+                    self.path,
+                )
+        self._damaged = damaged
+        return records
 
     def index(self) -> pd.DataFrame:
         """One row per video (its latest record), indexed by video_id; cached until :meth:`refresh`."""
         if self._index is None:
             self._index = latest_per_video(self.records())
         return self._index
+
+    @property
+    def damaged_parts(self) -> list[DamagedPart]:
+        """Index parts the last read of the index had to skip (see :meth:`records`)."""
+        self.index()
+        return list(self._damaged)
+
+    def shard_names(self) -> set[str]:
+        """File names of the committed-or-orphaned shards on disk (one directory listing)."""
+        if not self.shards_dir.is_dir():
+            return set()
+        return {
+            name
+            for name in os.listdir(self.shards_dir)
+            if name.endswith(SHARD_SUFFIX) and not name.startswith(".")
+        }
 
     def video_ids(self, status: str | None = "ok") -> list[str]:
         """Sorted ids of videos whose latest status is ``status`` (``None``: every video)."""
@@ -182,7 +251,10 @@ class FeatureStore:
     def _reader(self, shard: str) -> ShardReader:
         reader = self._readers.get(shard)
         if reader is None:
-            reader = ShardReader(self.shards_dir / shard)
+            try:
+                reader = ShardReader(self.shards_dir / shard)
+            except (ShardFormatError, FileNotFoundError) as err:
+                raise StoreError(f"{err}; {self._repair_hint()}") from None
             self._readers[shard] = reader
             if len(self._readers) > _OPEN_SHARDS:
                 self._readers.popitem(last=False)
@@ -192,17 +264,41 @@ class FeatureStore:
 
     def features(self, video_id: str) -> np.ndarray:
         """The (T, D) feature rows of one video; read through a memory map, only its rows are touched."""
-        record = self._record(video_id)
-        start = int(record["row_offset"])
-        rows = self._reader(record["shard"]).array("features")[start : start + int(record["row_count"])]
-        return np.array(rows)
+        return self._rows(video_id)[0]
 
     def timestamps(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(start_s, end_s) of each feature row of one video, seconds from the start of the file."""
+        _, start_s, end_s = self._rows(video_id)
+        return start_s, end_s
+
+    def _rows(self, video_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, start_s and end_s rows of one video, checked against the video's checksum."""
         record = self._record(video_id)
         start, stop = int(record["row_offset"]), int(record["row_offset"]) + int(record["row_count"])
         reader = self._reader(record["shard"])
-        return np.array(reader.array("start_s")[start:stop]), np.array(reader.array("end_s")[start:stop])
+        rows = tuple(np.array(reader.array(name)[start:stop]) for name in ("features", "start_s", "end_s"))
+        expected = record["checksum"]
+        if self.check_reads and isinstance(expected, str) and array_digest(*rows) != expected:
+            raise StoreError(
+                f"{self.shards_dir / record['shard']}: the rows of video {video_id!r} do not match their "
+                f"checksum (damaged data); {self._repair_hint()}"
+            )
+        return rows
+
+    def _pooled(self, shard: str) -> np.ndarray:
+        """A shard's pooled array, its checksum verified on first use."""
+        reader = self._reader(shard)
+        if self.check_reads and shard not in self._pooled_checked:
+            if reader.damaged_tensors(("pooled",)):
+                raise StoreError(
+                    f"{reader.path}: its pooled features do not match their checksum (damaged data); "
+                    f"{self._repair_hint()}"
+                )
+            self._pooled_checked.add(shard)
+        return reader.array("pooled")
+
+    def _repair_hint(self) -> str:
+        return f"run `avzsl store repair {self.path}`, then re-run the extraction to redo what it lost"
 
     def pooled(self, video_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Mean feature per video, (N, D) float32, from the per-shard pooled arrays (no feature rows read).
@@ -227,7 +323,7 @@ class FeatureStore:
         out: np.ndarray | None = None if dim is None else np.empty((len(ids), dim), dtype=np.float32)
         for code, shard in enumerate(shards):
             mask = codes == code
-            block = self._reader(shard).array("pooled")[rows[mask]]
+            block = self._pooled(shard)[rows[mask]]
             if out is None:
                 out = np.empty((len(ids), block.shape[1]), dtype=np.float32)
             out[mask] = block
@@ -259,6 +355,7 @@ class FeatureStore:
             "rows": int(index["row_count"].sum()) if len(index) else 0,
             "shards": len(shard_files),
             "index_parts": len(list_parts(self.index_dir)),
+            "damaged_index_parts": [str(part) for part in self._damaged],
             "bytes": sum(p.stat().st_size for p in shard_files)
             + sum(p.stat().st_size for p in list_parts(self.index_dir)),
         }
@@ -345,50 +442,79 @@ class ShardWriter:
         return len(self._entries)
 
     def commit(self) -> str | None:
-        """Write the shard file (if any rows) then the index part; returns the shard file name or None."""
+        """Write the shard file (if any rows) then the index part; returns the shard file name or None.
+
+        The shard's header carries the same records as the part, so the index can be rebuilt from it.
+        """
         if self.committed:
             raise StoreError(f"shard {self.name}: already committed")
         self.committed = True
         if not self._entries:
             return None
-        shard_name = f"{self.name}{SHARD_SUFFIX}" if self._arrays else None
-        positions: list[tuple[int, int, int]] = []
-        if shard_name is not None:
-            counts = [a[0].shape[0] for a in self._arrays]
-            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            features = np.concatenate([a[0] for a in self._arrays])
-            pooled = np.stack([a[0].astype(np.float32).mean(axis=0) for a in self._arrays])
-            ids = [e["video_id"] for e in self._entries if e["has_rows"]]
-            write_shard(
-                self.store.shards_dir / shard_name,
-                features,
-                offsets,
-                np.concatenate([a[1] for a in self._arrays]),
-                np.concatenate([a[2] for a in self._arrays]),
-                pooled,
-                {"fingerprint": self.store.fingerprint, "video_ids": json.dumps(ids)},
-            )
-            positions = [(i, int(offsets[i]), counts[i]) for i in range(len(counts))]
         committed_ns = time.time_ns()
         part = f"{self.name}.parquet"
-        records, slot = [], iter(positions)
+        shard_name = f"{self.name}{SHARD_SUFFIX}" if self._arrays else None
+        counts = [a[0].shape[0] for a in self._arrays]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        slot = iter(range(len(self._arrays)))
+        records = []
         for entry in self._entries:
-            row, offset, count = next(slot) if entry.pop("has_rows") else (-1, -1, 0)
+            row = next(slot) if entry.pop("has_rows") else -1
             records.append(
                 entry
                 | {
                     "shard": shard_name if row >= 0 else None,
                     "row": row,
-                    "row_offset": offset,
-                    "row_count": count,
+                    "row_offset": int(offsets[row]) if row >= 0 else -1,
+                    "row_count": counts[row] if row >= 0 else 0,
+                    "checksum": array_digest(*self._arrays[row]) if row >= 0 else None,
                     "fingerprint": self.store.fingerprint,
                     "committed_ns": committed_ns,
                     "part": part,
                 }
             )
-        write_part(self.store.index_dir / part, records)
+        if shard_name is not None:
+            write_shard(
+                self.store.shards_dir / shard_name,
+                np.concatenate([a[0] for a in self._arrays]),
+                offsets,
+                np.concatenate([a[1] for a in self._arrays]),
+                np.concatenate([a[2] for a in self._arrays]),
+                np.stack([a[0].astype(np.float32).mean(axis=0) for a in self._arrays]),
+                {
+                    "fingerprint": self.store.fingerprint,
+                    "video_ids": json.dumps([r["video_id"] for r in records if r["row"] >= 0]),
+                    "records": json.dumps(records),
+                },
+            )
+        write_part(self.store.index_dir / part, records, self.store.fingerprint)
         self.store.refresh()
         return shard_name
+
+
+def find_stores(path: str | Path) -> list[Path]:
+    """The store at ``path``, or every store directly inside it (an ``avzsl extract --out`` folder)."""
+    path = Path(path)
+    if (path / HEADER_FILE).is_file():
+        return [path]
+    found = sorted(p for p in path.iterdir() if (p / HEADER_FILE).is_file()) if path.is_dir() else []
+    if not found:
+        raise StoreError(
+            f"{path}: not a feature store ({HEADER_FILE} missing) and no store inside it; "
+            "pass a store or the --out folder of `avzsl extract`"
+        )
+    return found
+
+
+def _not_blank(path: Path) -> list[str]:
+    """What a header-less store folder holds beyond what an interrupted create leaves (empty = blank)."""
+    leftovers = []
+    for entry in sorted(path.iterdir()):
+        if entry.name in (SHARDS_DIR, INDEX_DIR) and entry.is_dir():
+            leftovers += [str(p) for p in sorted(entry.iterdir()) if not p.name.startswith(".")]
+        elif not (entry.name.startswith(f".{HEADER_FILE}.tmp-") or entry.name in (LEASE_FILE, LOCK_FILE)):
+            leftovers.append(str(entry))
+    return leftovers
 
 
 def _first(*values: Any) -> Any:

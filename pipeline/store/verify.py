@@ -1,8 +1,11 @@
-"""Integrity check of a feature store from sizes, headers and the index alone (no feature data is read).
+"""Integrity check of a feature store: index parts, shard headers and sizes, and (unless quick) checksums.
 
-Finds truncated or unreadable shards, foreign shards (another fingerprint), index records pointing at
-missing shards or at rows a shard does not have, orphaned shards (no index part: a crash between the
-two renames, harmless but wasted space) and leftover temp files of writers that died.
+Finds damaged index parts, truncated, unreadable or damaged shards (a checksum mismatch: every tensor of
+every shard is re-hashed unless ``quick``), foreign shards (another fingerprint), current index records
+(the latest of each video) that point at missing shards or disagree with their shard's own records, orphaned shards (no index part: a crash
+between the two renames) and leftover temp files of writers that died. Errors say how to recover:
+``avzsl store repair`` sets damaged files aside, rebuilds the index from the shards and marks the videos
+whose data is gone as not done, so the next extraction run redoes exactly them (docs/store.md).
 """
 
 from __future__ import annotations
@@ -10,16 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
+import pandas as pd
 
-from pipeline.store.index import INDEX_SCHEMA, list_parts, read_parts
+from pipeline.store.index import latest_per_video, list_parts, read_parts
 from pipeline.store.shard import ShardFormatError, ShardReader
-from pipeline.store.store import SHARD_SUFFIX, FeatureStore
+from pipeline.store.store import FeatureStore
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # truncated | unreadable | foreign | missing | bad_index | orphaned | temp_file
+    kind: str  # truncated | unreadable | damaged | foreign | missing | bad_index | orphaned | temp_file
     path: str
     message: str
     severity: str = "error"  # error: data is wrong or unreachable; warning: harmless leftovers
@@ -28,29 +31,21 @@ class Problem:
         return f"{self.severity}: {self.kind}: {self.path}: {self.message}"
 
 
-def verify_store(store: FeatureStore) -> list[Problem]:
-    problems: list[Problem] = []
-    parts = list_parts(store.index_dir)
-    good_parts = []
-    for part in parts:
-        try:
-            schema = pq.read_schema(part)
-            if not set(INDEX_SCHEMA.names) <= set(schema.names):
-                raise ValueError(f"missing columns {sorted(set(INDEX_SCHEMA.names) - set(schema.names))}")
-            good_parts.append(part)
-        except (OSError, ValueError) as err:
-            problems.append(Problem("bad_index", str(part), f"unreadable index part: {err}"))
-    records = read_parts(good_parts)
+def verify_store(store: FeatureStore, *, quick: bool = False) -> list[Problem]:
+    """Every problem found; ``quick`` skips re-hashing the feature data (headers, sizes and index only)."""
+    repair = f"run `avzsl store repair {store.path}`, then re-run the extraction to redo its videos"
+    records, damaged = read_parts(list_parts(store.index_dir))
+    problems = [
+        Problem("bad_index", str(p.path), f"damaged index part ({p.reason}); {repair}") for p in damaged
+    ]
     readers: dict[str, ShardReader] = {}
-    shard_files = {p.name: p for p in store.shards_dir.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith(".")}
+    shard_files = {name: store.shards_dir / name for name in store.shard_names()}
     for name, path in sorted(shard_files.items()):
         try:
             reader = ShardReader(path)
         except ShardFormatError as err:
             kind = "truncated" if "truncated" in str(err) else "unreadable"
-            problems.append(
-                Problem(kind, str(path), f"{err}; delete it and re-run the extraction to redo its videos")
-            )
+            problems.append(Problem(kind, str(path), f"{err}; {repair}"))
             continue
         if reader.fingerprint != store.fingerprint:
             problems.append(
@@ -61,20 +56,25 @@ def verify_store(store: FeatureStore) -> list[Problem]:
                 )
             )
             continue
+        bad = [] if quick else reader.damaged_tensors()
+        if bad:
+            problems.append(Problem("damaged", str(path), f"checksum mismatch in {bad}; {repair}"))
+            continue
         readers[name] = reader
     foreign = records[records["fingerprint"] != store.fingerprint]
     for part in sorted(set(foreign["part"])):
         problems.append(
             Problem("foreign", part, f"index part written for another fingerprint than {store.fingerprint}")
         )
-    problems += _check_records(store, records, shard_files, readers)
+    problems += _check_records(store, latest_per_video(records), shard_files, readers, repair)
     referenced = set(records["shard"].dropna())
     for name in sorted(set(shard_files) - referenced):
         problems.append(
             Problem(
                 "orphaned",
                 str(shard_files[name]),
-                "no index part refers to it (writer died before commit)",
+                "no index part refers to it (its writer died before the commit, or its part was damaged); "
+                "`avzsl store repair` commits its records, `avzsl store compact` removes what is unused",
                 "warning",
             )
         )
@@ -86,7 +86,13 @@ def verify_store(store: FeatureStore) -> list[Problem]:
     return problems
 
 
-def _check_records(store, records, shard_files, readers) -> list[Problem]:
+def _check_records(
+    store: FeatureStore,
+    records: pd.DataFrame,
+    shard_files: dict,
+    readers: dict[str, ShardReader],
+    repair: str,
+) -> list[Problem]:
     problems = []
     with_rows = records[records["shard"].notna()]
     for shard, group in with_rows.groupby("shard", sort=True):
@@ -96,22 +102,24 @@ def _check_records(store, records, shard_files, readers) -> list[Problem]:
                 Problem(
                     "missing",
                     str(store.shards_dir / shard),
-                    f"index refers to a missing shard (videos {ids})",
+                    f"index refers to a missing shard (videos {ids}); {repair}",
                 )
             )
             continue
         reader = readers.get(shard)
         if reader is None:
-            continue  # already reported as truncated, unreadable or foreign
+            continue  # already reported as truncated, unreadable, damaged or foreign
         rows = reader.entries["features"].shape[0]
         offsets = np.asarray(reader.array("offsets"))
         ids = reader.video_ids
+        own = {r["video_id"]: r.get("checksum") for r in reader.records}
         for rec in group.itertuples():
             ok = (
                 0 <= rec.row < len(ids)
                 and ids[rec.row] == rec.video_id
                 and rec.row_offset == offsets[rec.row]
                 and rec.row_offset + rec.row_count == offsets[rec.row + 1] <= rows
+                and (not own or own.get(rec.video_id) == rec.checksum)
             )
             if not ok:
                 problems.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import get_args
 
 from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
@@ -69,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--retry-failed", action="store_true", help="also redo videos recorded as failed or partial"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when any video failed (by default only videos left not done do: "
+        "failures of bad inputs are listed, not fatal)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     slurm = parser.add_argument_group("SLURM (--cluster slurm, through dask-jobqueue)")
     slurm.add_argument("--slurm-queue")
@@ -99,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     advanced.add_argument(
         "--runner", help="module:function running extractors over videos, instead of the standard runner"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, command_parser=parser)
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -137,5 +144,22 @@ def run(args: argparse.Namespace) -> int:
         summary = run_extract(config, progress=not args.no_progress)
     except (ClusterError, ManifestError, StoreBusy, StoreError) as err:
         raise UsageError(str(err)) from None
-    print(format_summary(summary))
+    print(format_summary(summary, resume_command(args)))
     return summary.exit_code
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The ``avzsl extract`` command line that repeats this run (which resumes it), from the parsed flags."""
+    words = ["avzsl", "extract"]
+    for action in args.command_parser._actions:
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1] if action.option_strings else None
+        if flag is None or value == action.default or value is None:
+            continue
+        if action.nargs == 0:  # store_true
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [flag, *value] if action.nargs == "+" else [w for v in value for w in (flag, str(v))]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)

@@ -14,32 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.decode import BACKENDS, ProbeResult, probe
+from pipeline.manifest import MEDIA_EXTENSIONS
 from workflows.cli import UsageError
 
-MEDIA_SUFFIXES = frozenset(
-    [
-        ".mp4",
-        ".m4v",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".mov",
-        ".mpg",
-        ".mpeg",
-        ".ts",
-        ".flv",
-        ".wmv",
-        ".3gp",
-        ".ogv",
-        ".wav",
-        ".mp3",
-        ".m4a",
-        ".aac",
-        ".flac",
-        ".ogg",
-        ".opus",
-    ]
-)
 COLUMNS = ("status", "duration_s", "fps", "frames", "has_audio", "codecs", "path", "error")
 
 
@@ -59,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also decode the first frame with this backend (decord runs in a guarded child process)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed for --backend's check")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="decode every packet and report corrupt regions (as slow as a full decode; finds damage in "
+        "the middle of a file that the default packet scan cannot see)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -69,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     statuses: Counter[str] = Counter()
     rows = []
     for path in iter_media(args.paths):
-        record = flat_record(probe(path, backend=args.backend, timeout_s=args.timeout))
+        record = flat_record(probe(path, backend=args.backend, timeout_s=args.timeout, deep=args.deep))
         statuses[record["status"]] += 1
         if args.json:
             out.write(json.dumps(record) + "\n")
@@ -89,7 +72,7 @@ def iter_media(paths: list[str]) -> Iterator[Path]:
         path = Path(raw)
         if path.is_dir():
             yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
             )
         else:
             yield path
@@ -113,6 +96,7 @@ def flat_record(result: ProbeResult) -> dict:
         "audio_rate": audio.sample_rate if audio else None,
         "audio_channels": audio.channels if audio else None,
         "codecs": codecs or None,
+        "corrupt_regions": list(result.corrupt_regions),
         "error": result.error,
     }
 

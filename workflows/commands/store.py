@@ -1,4 +1,8 @@
-"""``avzsl store info|verify|compact|export|import``: inspect, check, compact and convert feature stores."""
+"""``avzsl store info|verify|repair|compact|export|import``: inspect, check, repair, compact and convert stores.
+
+``info``, ``verify``, ``repair`` and ``compact`` take a store or the ``--out`` folder of ``avzsl extract``
+(then every store inside it). The store format and what each command guarantees: docs/store.md.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,51 @@ import json
 from pathlib import Path
 
 from pipeline.manifest import ManifestError, VideoManifest
-from pipeline.store import FeatureStore, StoreBusy, StoreError, compact_store, verify_store
+from pipeline.store import (
+    FeatureStore,
+    StoreBusy,
+    StoreError,
+    compact_store,
+    find_stores,
+    repair_store,
+    verify_store,
+)
 from pipeline.store.layouts import LAYOUTS, export_store, import_layout
 from workflows.cli import UsageError
 
+STORE_HELP = "a store, or an `avzsl extract --out` folder (every store inside)"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("store", help="inspect, verify, export and import feature stores")
+    parser = subparsers.add_parser("store", help="inspect, verify, repair, export and import feature stores")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     info = actions.add_parser("info", help="header and counts by status of a store")
-    info.add_argument("store", type=Path)
+    info.add_argument("store", type=Path, help=STORE_HELP)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    verify = actions.add_parser("verify", help="find truncated, missing, orphaned and foreign shards")
-    verify.add_argument("store", type=Path)
+    verify = actions.add_parser(
+        "verify", help="find damaged, truncated, missing, orphaned and foreign shards and index parts"
+    )
+    verify.add_argument("store", type=Path, help=STORE_HELP)
+    verify.add_argument(
+        "--quick", action="store_true", help="skip re-hashing the feature data (headers, sizes, index only)"
+    )
+
+    repair = actions.add_parser(
+        "repair",
+        help="set damaged files aside, rebuild the index from the shards, mark lost videos as not done",
+    )
+    repair.add_argument("store", type=Path, help=STORE_HELP)
+    repair.add_argument(
+        "--quick", action="store_true", help="skip re-hashing the feature data (damaged data is then missed)"
+    )
 
     compact = actions.add_parser("compact", help="merge index parts, delete shards no record uses")
-    compact.add_argument("store", type=Path)
+    compact.add_argument("store", type=Path, help=STORE_HELP)
 
     export = actions.add_parser("export", help="write AV-GZSL h5/pkl layouts and video_features npy files")
-    export.add_argument("store", type=Path)
+    export.add_argument("store", type=Path, help="a store, or an --out folder holding one store")
     export.add_argument(
         "--manifest", type=Path, required=True, help="manifest parquet with labels and splits"
     )
@@ -52,42 +80,65 @@ def run(args: argparse.Namespace) -> int:
                 f"imported {summary['videos']} videos into {store.path} (manifest: {store.path}/manifest.parquet)"
             )
             return 0
-        store = FeatureStore.open(args.store)
+        paths = find_stores(args.store)
+        if args.action == "export":
+            if len(paths) > 1:
+                names = ", ".join(p.name for p in paths)
+                raise UsageError(f"{args.store}: holds {len(paths)} stores ({names}); export one of them")
+            return _export(FeatureStore.open(paths[0]), args)
+        stores = [FeatureStore.open(path) for path in paths]
         if args.action == "info":
-            return _info(store, args.json)
-        if args.action == "verify":
-            return _verify(store)
-        if args.action == "compact":
-            report = compact_store(store)
-            print(f"{store.path}: merged {report.parts_merged} index parts, removed {report.shards_removed} "
-                  f"unused shards ({report.bytes_freed / 1e6:.2f} MB)")  # fmt: skip
-            return 0
-        return _export(store, args)
+            return _info(stores, args.json)
+        status = 0
+        for store in stores:
+            if args.action == "verify":
+                status = max(status, _verify(store, args.quick))
+            elif args.action == "repair":
+                report = repair_store(store, quick=args.quick)
+                for line in report.quarantined:
+                    print(f"  set aside {line}")
+                print(f"{store.path}: {report}")
+                if report.lost:
+                    print(f"  the next `avzsl extract` run redoes: {_some(report.lost)}")
+            else:
+                report = compact_store(store)
+                print(f"{store.path}: merged {report.parts_merged} index parts, removed {report.shards_removed} "
+                      f"unused shards ({report.bytes_freed / 1e6:.2f} MB)")  # fmt: skip
+        return status
     except (StoreError, StoreBusy, ManifestError) as err:
         raise UsageError(str(err)) from None
 
 
-def _info(store: FeatureStore, as_json: bool) -> int:
-    summary = store.summary()
+def _info(stores: list[FeatureStore], as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"summary": summary, "header": store.header}, indent=2))
+        body = [{"summary": s.summary(), "header": s.header} for s in stores]
+        print(json.dumps(body[0] if len(body) == 1 else body, indent=2))
         return 0
-    weights = "RANDOM WEIGHTS (not for results)" if summary["random_weights"] else "pretrained weights"
-    print(f"{summary['path']}: {summary['extractor']} ({weights}), fingerprint {summary['fingerprint']}")
-    print(f"  dim {summary['dim']} {summary['dtype']}, {summary['rows']} rows in {summary['shards']} shards")
-    print(f"  videos {summary['videos']}: " + ", ".join(f"{k} {v}" for k, v in summary["by_status"].items()))
-    for outcome, count in summary["failed_by_outcome"].items():
-        print(f"    failed {outcome}: {count}")
-    print(f"  {summary['bytes'] / 1e6:.2f} MB on disk; created {store.header.get('created')}")
+    for store in stores:
+        summary = store.summary()
+        weights = "RANDOM WEIGHTS (not for results)" if summary["random_weights"] else "pretrained weights"
+        print(f"{summary['path']}: {summary['extractor']} ({weights}), fingerprint {summary['fingerprint']}")
+        print(
+            f"  dim {summary['dim']} {summary['dtype']}, {summary['rows']} rows in {summary['shards']} shards"
+        )
+        print(
+            f"  videos {summary['videos']}: " + ", ".join(f"{k} {v}" for k, v in summary["by_status"].items())
+        )
+        for outcome, count in summary["failed_by_outcome"].items():
+            print(f"    failed {outcome}: {count}")
+        for part in summary["damaged_index_parts"]:
+            print(f"  DAMAGED index part (skipped; run `avzsl store repair {store.path}`): {part}")
+        print(f"  {summary['bytes'] / 1e6:.2f} MB on disk; created {store.header.get('created')}")
     return 0
 
 
-def _verify(store: FeatureStore) -> int:
-    problems = verify_store(store)
+def _verify(store: FeatureStore, quick: bool) -> int:
+    problems = verify_store(store, quick=quick)
     for problem in problems:
         print(problem)
     errors = sum(p.severity == "error" for p in problems)
-    print(f"{store.path}: {errors} error(s), {len(problems) - errors} warning(s)")
+    checked = "headers and index (--quick)" if quick else "checksums, headers and index"
+    print(f"{store.path}: {errors} error(s), {len(problems) - errors} warning(s); checked {checked}")
     return 1 if errors else 0
 
 
@@ -100,3 +151,7 @@ def _export(store: FeatureStore, args: argparse.Namespace) -> int:
         for video_id in report.not_in_store[:5]:
             print(f"  {video_id}")
     return 0
+
+
+def _some(ids: list[str], shown: int = 5) -> str:
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from pipeline.cluster import SlurmOptions
 from pipeline.config import ConfigError, ConfigModel
-from pipeline.manifest import VIDEO_EXTENSIONS, ManifestError, VideoManifest
+from pipeline.manifest import MEDIA_EXTENSIONS, ManifestError, VideoManifest, scan_folder
 
 DecodeIsolation = Literal["process", "none"]  # see extractors.runner.OPENERS
 
@@ -35,6 +35,7 @@ class ExtractOptions(ConfigModel):
     decode_isolation: DecodeIsolation = "process"  # none: no time limit, for trusted inputs
     prefetch_videos: int | None = Field(None, ge=1)  # decode threads per worker; None: the runner's default
     retry_failed: bool = False
+    strict: bool = False  # exit non-zero when any video failed (by default only unfinished videos do)
     task_retries: int = Field(1, ge=0)
     slurm: SlurmOptions = SlurmOptions()
 
@@ -78,13 +79,15 @@ def load_manifest(sources: list[str]) -> VideoManifest:
         if path.is_dir():
             try:
                 return VideoManifest.from_folder(path)
-            except ManifestError:
-                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+            except ManifestError:  # no class folders: plain media files, ids relative to the folder
+                files, skipped = scan_folder(path)
                 if not files:
                     raise ManifestError(
-                        f"{path}: no video files found ({sorted(VIDEO_EXTENSIONS)})"
+                        f"{path}: no media files found ({', '.join(sorted(MEDIA_EXTENSIONS))})"
                     ) from None
-                return VideoManifest.from_paths(files, root=path)
+                manifest = VideoManifest.from_paths(files, root=path)
+                manifest.problems.extend(skipped)
+                return manifest
     return VideoManifest.from_paths(sources)
 
 

@@ -1,7 +1,10 @@
 """The worker side of an extraction job: build extractors once per process, run one shard, commit it.
 
 A task is all-or-nothing from the store's point of view (its index part is the commit record), so a
-SIGKILL at any point loses at most the shards in flight, and a re-run redoes exactly those.
+SIGKILL at any point loses at most the shards in flight, and a re-run redoes exactly those. A source file
+that vanished since the plan never replaces a video's finished features by ``not_found``: that result is
+dropped and the old record stays. Each finished video is reported through ``progress`` (the client's
+progress bar advances per video, not per shard).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,9 @@ from workflows.extract.config import ExtractConfig, builder, runner
 from workflows.extract.plan import ShardTask, source_stat
 
 log = logging.getLogger(__name__)
+
+PROGRESS_TOPIC = "avzsl-extract-progress"  # Dask event topic: one event per finished video
+NOT_FOUND = "not_found"
 
 _EXTRACTORS: dict[tuple, Any] = {}  # per worker process: built extractors, kept across tasks
 
@@ -60,8 +67,18 @@ def get_extractor(cfg: ExtractConfig, name: str, target: StoreTarget) -> Any:
     return extractor
 
 
-def run_shard(task: ShardTask, cfg: ExtractConfig, targets: dict[str, StoreTarget]) -> ShardResult:
-    """Extract one shard for its extractors and commit one shard per store. Runs on a worker."""
+def run_shard(
+    task: ShardTask,
+    cfg: ExtractConfig,
+    targets: dict[str, StoreTarget],
+    progress: Callable[[str, str], None] | None = None,
+) -> ShardResult:
+    """Extract one shard for its extractors and commit one shard per store. Runs on a worker.
+
+    ``progress(task_key, video_id)`` is called once per video as soon as every extractor has its result
+    (default: a Dask event on :data:`PROGRESS_TOPIC`, when running on a Dask worker).
+    """
+    progress = progress or _dask_progress
     run_videos, video_job = runner(cfg)
     extractors = [get_extractor(cfg, name, targets[name]) for name in task.extractors]
     stores = {name: FeatureStore.open(targets[name].path) for name in task.extractors}
@@ -72,13 +89,21 @@ def run_shard(task: ShardTask, cfg: ExtractConfig, targets: dict[str, StoreTarge
         task.key, len(task.videos), {name: Counter() for name in task.extractors}, _worker_name()
     )
     pending = {(v.video_id, name) for v in task.videos for name in task.extractors}
+    keep = {(v.video_id, name) for v in task.videos for name in v.has_rows}
+    left = Counter(video_id for video_id, _ in pending)  # results still to come per video
 
     def record(video_id: str, name: str, features, start_s, end_s, status: str, reason: str | None) -> None:
-        writers[name].add(
-            video_id, features, start_s, end_s, status, reason, paths[video_id], *stats[video_id]
-        )
-        result.counts[name][str(status)] += 1
+        if str(status) == NOT_FOUND and (video_id, name) in keep:
+            result.counts[name]["source_missing"] += 1  # the features it has stay; see the docstring
+        else:
+            writers[name].add(
+                video_id, features, start_s, end_s, status, reason, paths[video_id], *stats[video_id]
+            )
+            result.counts[name][str(status)] += 1
         pending.discard((video_id, name))
+        left[video_id] -= 1
+        if left[video_id] == 0:
+            progress(task.key, video_id)
 
     for video in task.videos:
         if not video.path:
@@ -118,6 +143,13 @@ def run_shard(task: ShardTask, cfg: ExtractConfig, targets: dict[str, StoreTarge
     for writer in writers.values():
         writer.commit()
     return result
+
+
+def _dask_progress(task_key: str, video_id: str) -> None:
+    with contextlib.suppress(ImportError, ValueError):
+        from distributed import get_worker
+
+        get_worker().log_event(PROGRESS_TOPIC, {"task": task_key, "video": video_id})
 
 
 def _worker_name() -> str:
