@@ -96,6 +96,7 @@ def build_stages(cfg: WorkflowConfig, cluster: SharedCluster | None = None) -> l
 # --------------------------------------------------------------------------------------------- data
 def _data_stage(cfg: WorkflowConfig) -> Stage:
     source = cfg.videos
+    trains = needs_class_roles(cfg)
 
     def run(ctx: StageContext) -> None:
         workdir = ctx.workdir
@@ -108,8 +109,8 @@ def _data_stage(cfg: WorkflowConfig) -> Stage:
             )
             return
         manifest = _user_manifest(source.source, Path(source.path))
-        classes = _user_classes(manifest, source.classes)
-        if manifest.table["split"].isna().all():
+        classes = _user_classes(manifest, source.classes, needs_roles=trains)
+        if manifest.table["split"].isna().all() and trains:
             roles = dict(zip(classes["name"], classes["role"], strict=True))
             table = manifest.table.assign(
                 split=assign_gzsl_splits(manifest.table["label"].tolist(), roles, seed=source.split_seed)
@@ -142,8 +143,16 @@ def _user_manifest(kind: str, path: Path) -> VideoManifest:
     return VideoManifest.read_parquet(path)
 
 
-def _user_classes(manifest: VideoManifest, classes_csv: str | None) -> pd.DataFrame:
-    """Class table (name, role, description); roles come from the CSV or, failing that, the manifest's splits."""
+def needs_class_roles(cfg: WorkflowConfig) -> bool:
+    """Whether the workflow trains (so every class needs a role); extraction alone does not."""
+    return bool({"embed", "train"} & set(cfg.stages or ["embed", "train"]))
+
+
+def _user_classes(manifest: VideoManifest, classes_csv: str | None, needs_roles: bool = True) -> pd.DataFrame:
+    """Class table (name, role, description); roles come from the CSV or, failing that, the manifest's splits.
+
+    Without either, a workflow that only extracts gets an empty role per class.
+    """
     labels = sorted(set(manifest.table["label"].dropna()))
     if classes_csv:
         table = pd.read_csv(classes_csv)
@@ -162,10 +171,12 @@ def _user_classes(manifest: VideoManifest, classes_csv: str | None) -> pd.DataFr
             for c, s in splits.items()
         }
         table = pd.DataFrame({"name": list(roles), "role": list(roles.values())})
+    elif not needs_roles:
+        table = pd.DataFrame({"name": labels, "role": [""] * len(labels)})
     else:
         raise ConfigError(
-            "the videos have no split column: give data.videos.classes, a CSV with name, role "
-            "(seen | val_unseen | test_unseen) and an optional description per class"
+            "the videos have no split column: give videos.classes (--set videos.classes=CSV), a CSV with "
+            "name, role (seen | val_unseen | test_unseen) and an optional description per class"
         )
     if "description" not in table.columns:
         table["description"] = table["name"]

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import atomic_write_text
+from pipeline.errors import UserError
 
 log = logging.getLogger("avzsl.workflow")
 
 STATE_DIR = ".avzsl-state"
 
 
-class WorkflowError(RuntimeError):
+class WorkflowError(UserError, RuntimeError):
     """A workflow that cannot run as asked (unknown stage, missing upstream output)."""
 
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import psutil
 
+from pipeline.errors import UserError
+
 LEASE_FILE = ".lease"
 
 
-class StoreBusy(Exception):
+class StoreBusy(UserError):
     """Another live run holds the store's lease."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import atomic_write_text
+from pipeline.errors import UserError
 from pipeline.provenance import library_versions
 from pipeline.store.index import STATUSES, latest_per_video, list_parts, read_parts, write_part
 from pipeline.store.shard import ShardReader, write_shard
@@ -39,7 +40,7 @@ SHARD_SUFFIX = ".safetensors"
 _OPEN_SHARDS = 128
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store that cannot be created, opened or read as asked; the message says which path and why."""
 
 
