@@ -49,7 +49,7 @@ class ConfigModel(BaseModel):
             return cls.from_dict(data, source=str(path))
         for key, value in parse_overrides(overrides):
             set_dotted(data, key, value, create=True)
-        return cls.from_dict(data, source=f"{path} with --set {' '.join(overrides)}")
+        return cls.from_dict(data, source=f"{path} with " + " ".join(f"--set {o}" for o in overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -65,7 +65,7 @@ class ConfigModel(BaseModel):
         data = self.to_dict()
         for key, value in parse_overrides(overrides):
             set_dotted(data, key, value)
-        return type(self).from_dict(data, source="--set " + " ".join(overrides))
+        return type(self).from_dict(data, source=" ".join(f"--set {o}" for o in overrides))
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -126,7 +126,7 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
         elif item["type"] == "value_error" and "error" in ctx:
             message, got_text = str(ctx["error"]), ""  # our validators' messages name their keys
             key = "" if not key or message.startswith(key) or f"{key}." in message else key
-        elif "expected" in ctx:
+        elif "expected" in ctx and str(ctx["expected"]) not in message:
             message = f"{message}; allowed: {ctx['expected']}"
         problems.append(f"{key}: {message}{got_text}" if key else f"{message}{got_text}")
     if len(problems) == 1:
