@@ -7,12 +7,14 @@ spec (for ``avzsl extractors list``); adding a model is one small module listed 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from extractors.base import Extractor
 from extractors.spec import MODES, ExtractorSpec
+from pipeline.config import ConfigError
 
 _MODULES = (
     "extractors.c3d",
@@ -60,7 +62,7 @@ def build_extractor(
     """Build a registered extractor; ``weights`` is a local path/model folder or the explicit ``"random"``."""
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown extractor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     if weights is None or str(weights) == "":
@@ -68,6 +70,17 @@ def build_extractor(
             f"{name}: weights must be a local path/model folder or 'random' (explicit random init)"
         )
     return _REGISTRY[name].builder(weights=weights, device=device, mode=mode, **options)
+
+
+def builder_options(name: str) -> set[str] | None:
+    """The options (``--set extract.visual.options``) a registered builder accepts; None if any are."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    params = inspect.signature(_REGISTRY[name].builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params} - {"weights", "device", "mode"}
 
 
 def list_specs(mode: str | None = None) -> list[ExtractorSpec]:

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from extractors.spec import RANDOM_PREFIX
+from pipeline.errors import UserError
 
 RANDOM = "random"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or does not match the expected architecture."""
 
 

@@ -131,6 +131,8 @@ def evaluate_run(run_dir: str | Path, data: GZSLData | None = None) -> dict[str,
         "data": data.summary(),
         "beta": {"beta_test": beta},
         **test_metrics(evaluate_model(trainer, data, beta), data),
+        "lost_classes": data.lost_classes,
+        "notes": list(data.notes),
     }
 
 
@@ -147,4 +149,5 @@ def format_table(metrics: dict[str, Any]) -> str:
     if "chance" in metrics:
         c = metrics["chance"]
         lines.append(f"{'chance':<8} {'':<20} {c['S']:7.2f} {c['U']:7.2f} {'':>7} {c['ZSL']:7.2f}")
+    lines += [f"note: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)

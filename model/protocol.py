@@ -69,9 +69,11 @@ def _protocol(
         "stage1": {"best_epoch": best_epoch, "epochs": config.epochs, "val": _table(val_scores)},
         "beta": {"grid": list(config.beta_grid), "val_curve": val_curve, "beta_val": val_scores.beta},
         "dropped_videos": data.dropped,
+        "lost_classes": data.lost_classes,
+        "notes": list(data.notes),
     }
     if config.stages == "stage1":
-        metrics["note"] = "stage 1 only: numbers are validation numbers"
+        metrics["notes"].append("stage 1 only: numbers are validation numbers")
         _write_json(out / "metrics.json", metrics)
         return metrics
 

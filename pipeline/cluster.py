@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
 import sys
 from collections.abc import Iterator
 
 from pipeline.config import ConfigModel
 from pipeline.cores import usable_cores
+from pipeline.errors import UserError
 
 CLUSTER_KINDS = ("local", "none", "slurm")  # or a scheduler address tcp://HOST:PORT
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -28,7 +30,7 @@ DAEMON_KEY = "distributed.worker.daemon"
 DAEMON_ENV = "DASK_DISTRIBUTED__WORKER__DAEMON"
 
 
-class ClusterError(ValueError):
+class ClusterError(UserError, ValueError):
     """A cluster spec that cannot be used (unknown kind, unreachable scheduler)."""
 
 
@@ -125,22 +127,25 @@ def connect(
     if spec == "local":
         count = workers or default_workers(device, threads_per_worker)
         env = {name: str(threads_per_worker) for name in THREAD_ENV}
-        with (
-            dask.config.set({DAEMON_KEY: False}),  # read by the nannies at every (re)start of a worker
-            LocalCluster(
+        with dask.config.set({DAEMON_KEY: False}):  # read by the nannies at every (re)start of a worker
+            cluster = LocalCluster(
                 n_workers=count,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=logging.ERROR,
                 env=env,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            from pipeline.quick_exit import QuickExit
+                preload=[__name__],  # dask_setup below
+            )
+            with cluster, Client(cluster) as client:
+                from pipeline.quick_exit import QuickExit
 
-            client.register_plugin(QuickExit(), name="avzsl-quick-exit")
-            yield client
+                client.register_plugin(QuickExit(), name="avzsl-quick-exit")
+                try:
+                    yield client
+                except KeyboardInterrupt:
+                    client.run(_quiet_interrupted_worker, on_error="ignore")
+                    raise
         return
     if spec == "slurm":
         options = slurm or SlurmOptions()
@@ -158,6 +163,20 @@ def connect(
     with client:
         check_workers_can_fork(client)
         yield client
+
+
+def dask_setup(worker: object) -> None:
+    """Run in each local worker as it starts (``preload``): the worker ignores Ctrl-C.
+
+    Ctrl-C reaches every process of the terminal's process group; workers that handle it each print a
+    traceback while the client, which does handle it, is already shutting them down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _quiet_interrupted_worker() -> None:
+    """After Ctrl-C a busy worker is closed mid-task; its complaints about the closing scheduler are noise."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def check_workers_can_fork(client) -> None:

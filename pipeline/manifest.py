@@ -26,6 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserError
+
 REQUIRED_COLUMNS = ("video_id", "path", "label", "split")
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".3gp", ".ogv"}
@@ -47,7 +49,7 @@ _METADATA_KEY = b"avzsl_manifest"
 _FORMAT_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that cannot be built or read; the message names the file or ids and the fix."""
 
 

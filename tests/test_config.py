@@ -72,3 +72,46 @@ def test_run_info_records_config_and_versions(tmp_path: Path) -> None:
 def test_cli_without_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: avzsl" in capsys.readouterr().out
+
+
+def test_overrides_apply_before_validation_and_may_fill_required_keys(tmp_path: Path) -> None:
+    from workflows.config import WorkflowConfig
+    from workflows.runner import load_workflow
+
+    config = load_workflow("full", [f"videos.path={tmp_path}", "train.models.daan.epochs=3"])
+    assert config.videos.path == str(tmp_path) and config.train.models["daan"].epochs == 3
+    config = load_workflow("extract", [f"videos.path={tmp_path}", "extract.cluster=tcp://host:8786"])
+    assert config.extract.cluster == "tcp://host:8786"
+    with pytest.raises(ConfigError) as err:
+        WorkflowConfig.from_yaml(Path("workflows/full.yaml").resolve())
+    message = str(err.value)
+    assert "videos.path is required" in message and "--set videos.path=" in message
+    assert "data." not in message, "keys are named as the file writes them"
+    assert len(message.splitlines()) == 1
+
+
+def test_unknown_override_names_the_key_and_the_allowed_ones(tmp_path: Path) -> None:
+    from workflows.runner import load_workflow
+
+    with pytest.raises(ConfigError) as err:
+        load_workflow("full", [f"videos.path={tmp_path}", "videos.pth=x"])
+    assert (
+        "videos.pth: unknown key (check the spelling; allowed: classes, path, source, split_seed, synth)"
+        in str(err.value)
+    )
+    with pytest.raises(ConfigError, match=r"train\.models\.daan\.epoch: unknown key .*allowed: .*epochs"):
+        load_workflow("full", [f"videos.path={tmp_path}", "train.models.daan.epoch=3"])
+    with pytest.raises(ConfigError, match="--set 'videos.path': expected KEY=VALUE"):
+        load_workflow("full", ["videos.path"])
+
+
+def test_documented_extract_workflow_writes_its_manifest_without_class_roles(tmp_path: Path) -> None:
+    """`avzsl run extract --set videos.path=DIR` (workflows/extract.yaml): extracting needs no class roles."""
+    videos = tmp_path / "videos"
+    for name in ("cat/a.mp4", "dog/b.mp4"):
+        (videos / name).parent.mkdir(parents=True, exist_ok=True)
+        (videos / name).write_bytes(b"")
+    args = ["run", "extract", "--set", f"videos.path={videos}", "--set", f"workdir={tmp_path / 'w'}"]
+    assert main([*args, "--only", "data"]) == 0
+    classes = (tmp_path / "w" / "data" / "classes.csv").read_text().splitlines()
+    assert classes[0] == "name,role,description" and classes[1].startswith("cat,")

@@ -4,6 +4,7 @@ features), class-embedding indexing, our feature stores, and the protocol's pair
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -257,9 +258,16 @@ def test_store_source_joins_on_video_id_and_records_failures(temporal, tmp_path)
         embeddings="w2v",
         embedding_path=_embedding_npz(syn, tmp_path),
     )
+    label = manifest.label[0]
     assert data.dropped == [
-        {"video_id": bad, "split": "stage_1_train", "reason": "visual failed: no_video: stream missing"}
+        {
+            "video_id": bad,
+            "split": "stage_1_train",
+            "label": label,
+            "reason": "visual failed: no_video: stream missing",
+        }
     ]
+    assert data.notes == [] and data.lost_classes == []  # the class keeps its other videos
     assert len(data.splits["train"]) == len(syn.splits["train"]) - 1
     assert len(data.splits["test"]) == len(syn.splits["test"])
     assert data.splits["test"].unseen and len(data.splits["val"].unseen) == 2
@@ -334,3 +342,111 @@ def test_pair_sampler_balanced_and_negatives_from_other_classes():
 def test_pair_sampler_needs_two_classes():
     with pytest.raises(ValueError, match="two training classes"):
         PairSampler(torch.zeros(5, dtype=torch.long))
+
+
+def test_classes_that_lose_every_video_are_named_with_their_split_and_how_metrics_count_them(tmp_path):
+    manifest, fa, fv, syn = _manifest_and_stores(False)
+    test_unseen = manifest[manifest.split == "s2_test_unseen"]
+    lost = test_unseen.label.iloc[0]
+    lost_ids = test_unseen.video_id[test_unseen.label == lost].tolist()
+    for vid in lost_ids:
+        del fa[vid]
+    audio = InMemoryStore(fa, failed={vid: "no_audio: the file has no audio stream" for vid in lost_ids})
+    data = load_from_stores(
+        audio, InMemoryStore(fv), manifest, embeddings="w2v", embedding_path=_embedding_npz(syn, tmp_path)
+    )
+    assert data.lost_classes == [
+        {
+            "split": "stage_2_test_unseen",
+            "class": lost,
+            "dropped": len(lost_ids),
+            "reasons": ["audio failed: no_audio: the file has no audio stream"],
+        }
+    ]
+    unseen = len(set(test_unseen.label))
+    (note,) = data.notes
+    assert note.startswith(
+        f"stage_2_test_unseen: 1 class(es) have no usable video ({lost}; e.g. audio failed"
+    )
+    assert f"test U and ZSL average only the {unseen - 1} unseen classes with videos" in note
+    test = data.splits["test"]
+    assert data.class_names.index(lost) in test.unseen, "the class stays a candidate"
+    assert data.class_names.index(lost) not in test.labels.tolist()
+
+
+def test_random_weights_stores_label_the_data(tmp_path):
+    from pipeline.store import FeatureStore
+
+    manifest, fa, fv, syn = _manifest_and_stores(False)
+    store = FeatureStore.create(
+        tmp_path / "visual", {"name": "vit"}, "fp", dim=7, dtype="float32", random_weights=True
+    )
+    writer = store.writer("t0")
+    for vid, x in fv.items():
+        t = np.arange(len(x.reshape(-1, 7)), dtype=np.float64)
+        writer.add(vid, x.reshape(-1, 7), t, t + 1, "ok", None, vid, 1, 0.0)
+    writer.commit()
+    data = load_from_stores(
+        InMemoryStore(fa),
+        FeatureStore.open(tmp_path / "visual"),
+        manifest,
+        embeddings="w2v",
+        embedding_path=_embedding_npz(syn, tmp_path),
+    )
+    (note,) = data.notes
+    assert note.startswith("visual features from RANDOMLY INITIALISED extractors")
+    both = load_from_stores(
+        InMemoryStore(fa, random_weights=True),
+        InMemoryStore(fv, random_weights=True),
+        manifest,
+        embeddings="w2v",
+        embedding_path=_embedding_npz(syn, tmp_path),
+    )
+    assert both.notes[0].startswith("audio and visual features from RANDOMLY INITIALISED extractors")
+    pretrained = load_from_stores(
+        InMemoryStore(fa),
+        InMemoryStore(fv),
+        manifest,
+        embeddings="w2v",
+        embedding_path=_embedding_npz(syn, tmp_path),
+    )
+    assert pretrained.notes == []
+
+
+def test_notes_reach_metrics_the_printed_table_and_the_report(tmp_path):
+    """The random-weights label and the lost classes survive train, evaluate and report."""
+    from model.api import evaluate_run, format_table, train_and_evaluate
+    from model.config import TrainConfig
+    from workflows.report import load_run, write_report
+
+    manifest, fa, fv, syn = _manifest_and_stores(False)
+    test_unseen = manifest[manifest.split == "s2_test_unseen"]
+    lost = test_unseen.label.iloc[0]
+    for vid in test_unseen.video_id[test_unseen.label == lost]:
+        del fv[vid]
+    data = load_from_stores(
+        InMemoryStore(fa, random_weights=True),
+        InMemoryStore(fv),
+        manifest,
+        embeddings="w2v",
+        embedding_path=_embedding_npz(syn, tmp_path),
+    )
+    small = {
+        "token_dim": 8,
+        "encoder_hidden": 16,
+        "projector_hidden": 8,
+        "dim_out": 8,
+        "dim_head": 4,
+        "mlp_dim": 8,
+    }
+    cfg = TrainConfig(model="avca", avca=small, epochs=1, batches_per_epoch=2, batch_size=8, device="cpu")
+    metrics = train_and_evaluate(cfg, data, tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stored["notes"] == metrics["notes"] == data.notes and len(data.notes) == 2
+    assert stored["lost_classes"][0]["class"] == lost
+    table = format_table(evaluate_run(tmp_path / "run"))
+    assert "note: audio features from RANDOMLY INITIALISED extractors" in table
+    assert f"note: stage_2_test_unseen: 1 class(es) have no usable video ({lost}" in table
+    assert evaluate_run(tmp_path / "run", data)["notes"] == data.notes  # a re-test on other data says so too
+    report = write_report([load_run(tmp_path / "run")], tmp_path / "report")["markdown"].read_text()
+    assert "RANDOMLY INITIALISED" in report and f"({lost}" in report

@@ -48,8 +48,9 @@ def test_demo_produces_every_output(demo_run: Path, capsys: pytest.CaptureFixtur
         "embeddings/classes.npz",
         "report/report.html",
         "report/report.md",
-        "runs/daan/metrics.json",
-        "runs/avca/metrics.json",
+        "runs/daan/latest/metrics.json",
+        "runs/daan/latest/run.yaml",
+        "runs/avca/latest/metrics.json",
         "config.yaml",
     ):
         assert (demo_run / path).is_file(), path
@@ -57,10 +58,34 @@ def test_demo_produces_every_output(demo_run: Path, capsys: pytest.CaptureFixtur
     assert [list(s) for s in stores] == [["vit"], ["vggish"]]
     daan = load_run(demo_run / "runs" / "daan")
     assert daan.chance["U"] == pytest.approx(100 / 6)  # six classes at test time
-    assert any("RANDOMLY INITIALISED" in note for note in daan.notes)
+    assert daan.name == "daan"
+    assert any("RANDOMLY INITIALISED" in note for note in daan.notes), "the store headers say so"
     assert "RANDOMLY INITIALISED" in (demo_run / "report" / "report.md").read_text()
+    assert main(["evaluate", "--run", str(demo_run / "runs" / "daan")]) == 0
+    assert "note: audio and visual features from RANDOMLY INITIALISED extractors" in capsys.readouterr().out
     summary = json.loads((demo_run / "demo_summary.json").read_text())
     assert set(summary) == {"DAAN", "AVCA"} and all(0 <= v <= 100 for v in summary["DAAN"]["test"].values())
+
+
+def test_what_a_workflow_records_reruns(
+    demo_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The recorded config.yaml re-runs with `avzsl run` (nothing changed: all skipped); each model's run.yaml
+    with `avzsl train`, to the same numbers; `avzsl train` given the workflow config says which to use."""
+    recorded = demo_run / "config.yaml"
+    assert main(["run", str(recorded), "--dry-run", "--set", "extract.cluster=none"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert plan and all(line.startswith("skip") for line in plan), plan
+    assert main(["train", "--config", str(recorded), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"re-run it with `avzsl run {recorded}`" in err[0]
+    assert str(demo_run / "runs" / "avca" / "latest" / "run.yaml") in err[0]
+    run_yaml = demo_run / "runs" / "daan" / "latest" / "run.yaml"
+    assert main(["train", "--config", str(run_yaml), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    original = json.loads((demo_run / "runs" / "daan" / "latest" / "metrics.json").read_text())
+    assert again["test"] == pytest.approx(original["test"], abs=1e-4)
+    assert again["notes"] == original["notes"]
 
 
 def test_unchanged_workflow_runs_nothing(demo_run: Path) -> None:
@@ -73,9 +98,16 @@ def test_changed_training_parameter_retrains_without_reextracting(demo_run: Path
     config = load_workflow(
         "demo", [*TINY, f"workdir={demo_run}", "extract.cluster=none", "train.models.avca.lr=0.002"]
     )
+    before = (demo_run / "runs" / "avca" / "latest").resolve()
     summary = run_workflow(config)
     assert summary.ran == ["train:avca", "report"]
-    assert yaml.safe_load((demo_run / "runs" / "avca" / "config.yaml").read_text())["lr"] == 0.002
+    reasons = {d.stage: d.reason for d in summary.decisions}
+    assert reasons["train:avca"] == "parameters changed: train.lr 0.001 -> 0.002", "only what changed"
+    after = (demo_run / "runs" / "avca" / "latest").resolve()
+    assert after != before and after.parent == before.parent
+    assert yaml.safe_load((after / "config.yaml").read_text())["lr"] == 0.002
+    assert yaml.safe_load((before / "config.yaml").read_text())["lr"] == 0.001, "the earlier run is kept"
+    assert (before / "metrics.json").is_file()
 
 
 def test_added_extractor_extracts_only_itself(demo_run: Path) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from workflows.stages import Stage, StageContext, StageRunner, WorkflowError, files_fingerprint
+from workflows.stages import (
+    Stage,
+    StageContext,
+    StageRunner,
+    WorkflowError,
+    changed_values,
+    files_fingerprint,
+)
 
 
 def make_stages(
@@ -142,8 +149,26 @@ def test_only_refuses_when_upstream_never_ran(tmp_path: Path) -> None:
         StageRunner(tmp_path, make_stages([])).run(only=["train"])
 
 
-def test_resumable_dir_keeps_same_fingerprint_and_clears_others(tmp_path: Path) -> None:
-    folder = StageContext(tmp_path, "aaa").resumable_dir("runs/x")
+def test_run_dir_keeps_one_folder_per_fingerprint_and_links_the_latest(tmp_path: Path) -> None:
+    folder = StageContext(tmp_path, "aaa").run_dir("runs/x")
     (folder / "checkpoint").write_text("epoch 3")
-    assert (StageContext(tmp_path, "aaa").resumable_dir("runs/x") / "checkpoint").is_file()
-    assert not (StageContext(tmp_path, "bbb").resumable_dir("runs/x") / "checkpoint").exists()
+    assert (tmp_path / "runs/x/latest/checkpoint").read_text() == "epoch 3"
+    other = StageContext(tmp_path, "bbb").run_dir("runs/x")
+    assert other != folder and not (other / "checkpoint").exists()
+    assert (folder / "checkpoint").is_file(), "a changed parameter keeps the earlier run"
+    assert (tmp_path / "runs/x/latest").resolve() == other.resolve()
+    assert (StageContext(tmp_path, "aaa").run_dir("runs/x") / "checkpoint").is_file(), "same inputs resume"
+    assert (tmp_path / "runs/x/latest").readlink() == Path("aaa"), "relative: the workdir may move"
+
+
+def test_a_changed_nested_parameter_is_logged_alone() -> None:
+    old = {"train": {"lr": 0.001, "epochs": 5, "daan": {"csgm": {"alpha": 0.3}}}, "data": {"root": "a"}}
+    new = {"train": {"lr": 0.0005, "epochs": 5, "daan": {"csgm": {"alpha": 0.3}}}, "data": {"root": "a"}}
+    assert changed_values(old, new) == ["train.lr 0.001 -> 0.0005"]
+    new["train"]["daan"]["csgm"]["alpha"] = 0.5
+    new["train"]["seed"] = 1
+    assert changed_values(old, new) == [
+        "train.daan.csgm.alpha 0.3 -> 0.5",
+        "train.lr 0.001 -> 0.0005",
+        "train.seed (unset) -> 1",
+    ]

@@ -5,7 +5,8 @@ Layout of a workflow directory::
     data/manifest.parquet, data/classes.csv, data/probe.parquet     the videos, their classes and probe records
     features/<extractor>/<extractor>-<fingerprint>/                 one feature store per extractor
     embeddings/classes.npz, embeddings/name_map.csv                  class-text embeddings and the text per class
-    runs/<model>/metrics.json ...                                     one training run per model
+    runs/<model>/<fingerprint>/run.yaml, metrics.json ...             one folder per training run of a model
+    runs/<model>/latest                                                -> the folder of the last run
     report/report.html, report/report.md
 
 Each extractor is its own stage, so adding one extracts only itself, and training depends only on the two
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from model.config import DataConfig
 from pipeline.config import ConfigError, atomic_write_text
 from pipeline.manifest import VideoManifest, assign_gzsl_splits
 from workflows.config import ExtractorChoice, WorkflowConfig
-from workflows.stages import Stage, StageContext, files_fingerprint
+from workflows.stages import LATEST, Stage, StageContext, files_fingerprint
 
 log = logging.getLogger("avzsl.workflow")
 
@@ -34,6 +36,8 @@ PROBE = "data/probe.parquet"
 EMBEDDINGS = "embeddings/classes.npz"
 NAME_MAP = "embeddings/name_map.csv"
 REPORT = "report/report.html"
+RUNS = "runs"
+RUN_CONFIG = "run.yaml"
 
 
 class SharedCluster:
@@ -96,6 +100,7 @@ def build_stages(cfg: WorkflowConfig, cluster: SharedCluster | None = None) -> l
 # --------------------------------------------------------------------------------------------- data
 def _data_stage(cfg: WorkflowConfig) -> Stage:
     source = cfg.videos
+    trains = needs_class_roles(cfg)
 
     def run(ctx: StageContext) -> None:
         workdir = ctx.workdir
@@ -108,8 +113,8 @@ def _data_stage(cfg: WorkflowConfig) -> Stage:
             )
             return
         manifest = _user_manifest(source.source, Path(source.path))
-        classes = _user_classes(manifest, source.classes)
-        if manifest.table["split"].isna().all():
+        classes = _user_classes(manifest, source.classes, needs_roles=trains)
+        if manifest.table["split"].isna().all() and trains:
             roles = dict(zip(classes["name"], classes["role"], strict=True))
             table = manifest.table.assign(
                 split=assign_gzsl_splits(manifest.table["label"].tolist(), roles, seed=source.split_seed)
@@ -142,8 +147,16 @@ def _user_manifest(kind: str, path: Path) -> VideoManifest:
     return VideoManifest.read_parquet(path)
 
 
-def _user_classes(manifest: VideoManifest, classes_csv: str | None) -> pd.DataFrame:
-    """Class table (name, role, description); roles come from the CSV or, failing that, the manifest's splits."""
+def needs_class_roles(cfg: WorkflowConfig) -> bool:
+    """Whether the workflow trains (so every class needs a role); extraction alone does not."""
+    return bool({"embed", "train"} & set(cfg.stages or ["embed", "train"]))
+
+
+def _user_classes(manifest: VideoManifest, classes_csv: str | None, needs_roles: bool = True) -> pd.DataFrame:
+    """Class table (name, role, description); roles come from the CSV or, failing that, the manifest's splits.
+
+    Without either, a workflow that only extracts gets an empty role per class.
+    """
     labels = sorted(set(manifest.table["label"].dropna()))
     if classes_csv:
         table = pd.read_csv(classes_csv)
@@ -162,10 +175,12 @@ def _user_classes(manifest: VideoManifest, classes_csv: str | None) -> pd.DataFr
             for c, s in splits.items()
         }
         table = pd.DataFrame({"name": list(roles), "role": list(roles.values())})
+    elif not needs_roles:
+        table = pd.DataFrame({"name": labels, "role": [""] * len(labels)})
     else:
         raise ConfigError(
-            "the videos have no split column: give data.videos.classes, a CSV with name, role "
-            "(seen | val_unseen | test_unseen) and an optional description per class"
+            "the videos have no split column: give videos.classes (--set videos.classes=CSV), a CSV with "
+            "name, role (seen | val_unseen | test_unseen) and an optional description per class"
         )
     if "description" not in table.columns:
         table["description"] = table["name"]
@@ -284,28 +299,18 @@ def _embed_stage(cfg: WorkflowConfig) -> Stage:
 # --------------------------------------------------------------------------------------------- train
 def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
     train_cfg = cfg.train.models[name]
-    out = f"runs/{name}"
+    out = f"{RUNS}/{name}"
 
     def run(ctx: StageContext) -> None:
         from model.api import load_gzsl_data, train_and_evaluate
-        from model.config import DataConfig
+        from model.config import RunConfig
 
-        workdir = ctx.workdir
-        if cfg.kind == "published":
-            data_cfg = cfg.published
-        else:
-            data_cfg = DataConfig(
-                source="stores",
-                audio_store=str(store_path(workdir, cfg.extract.audio)),
-                visual_store=str(store_path(workdir, cfg.extract.visual)),
-                manifest=str(workdir / MANIFEST),
-                embeddings="w2v",
-                embedding_path=str(workdir / EMBEDDINGS),
-                name_map_csv=str(workdir / NAME_MAP),
-            )
-        run_dir = ctx.resumable_dir(out)
-        metrics = train_and_evaluate(train_cfg, load_gzsl_data(data_cfg), run_dir)
-        _label_random_features(cfg, run_dir / "metrics.json", metrics)
+        run_dir = ctx.run_dir(out)
+        run_cfg = RunConfig(data=_train_data(cfg, ctx.workdir), train=train_cfg)
+        run_cfg.to_yaml(
+            run_dir / RUN_CONFIG
+        )  # `avzsl train --config <run>/run.yaml` re-runs this model alone
+        train_and_evaluate(train_cfg, load_gzsl_data(run_cfg.data), run_dir)
 
     if cfg.kind == "published":
         deps: tuple[str, ...] = ()
@@ -314,18 +319,23 @@ def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
         audio, visual = (c.key or c.name for c in (cfg.extract.audio, cfg.extract.visual))
         deps = (f"extract:{audio}", f"extract:{visual}", "embed")
         params = {"train": train_cfg.to_dict()}
-    return Stage(f"train:{name}", run, params, deps, (f"{out}/metrics.json",), ("model",))
+    return Stage(f"train:{name}", run, params, deps, (f"{out}/{LATEST}/metrics.json",), ("model",))
 
 
-def _label_random_features(cfg: WorkflowConfig, metrics_path: Path, metrics: dict) -> None:
-    """Results from randomly initialised extractors say so wherever they are shown."""
-    if cfg.kind != "videos":
-        return
-    random = [c.name for c in (cfg.extract.visual, cfg.extract.audio) if c.weights == "random"]
-    if random:
-        note = f"features from RANDOMLY INITIALISED extractors ({', '.join(random)}): not pretrained features"
-        metrics.setdefault("notes", []).append(note)
-        atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=str) + "\n")
+def _train_data(cfg: WorkflowConfig, workdir: Path) -> DataConfig:
+    """The data section of a model's run config; our stores by absolute path, so it runs from anywhere."""
+    if cfg.kind == "published":
+        return cfg.published
+    workdir = workdir.resolve()
+    return DataConfig(
+        source="stores",
+        audio_store=str(store_path(workdir, cfg.extract.audio)),
+        visual_store=str(store_path(workdir, cfg.extract.visual)),
+        manifest=str(workdir / MANIFEST),
+        embeddings="w2v",
+        embedding_path=str(workdir / EMBEDDINGS),
+        name_map_csv=str(workdir / NAME_MAP),
+    )
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -333,11 +343,15 @@ def _report_stage(cfg: WorkflowConfig, train_stages: list[str]) -> Stage:
     def run(ctx: StageContext) -> None:
         from workflows.report import load_run, write_report
 
-        workdir = ctx.workdir
-        runs = [load_run(workdir / "runs" / stage.split(":", 1)[1]) for stage in train_stages]
-        write_report(runs, workdir / "report", title=f"avzsl: {cfg.name}")
+        runs = [load_run(model_runs(ctx.workdir, stage.split(":", 1)[1])) for stage in train_stages]
+        write_report(runs, ctx.workdir / "report", title=f"avzsl: {cfg.name}")
 
     return Stage("report", run, {}, tuple(train_stages), (REPORT, "report/report.md"), ("workflows.report",))
+
+
+def model_runs(workdir: Path, model: str) -> Path:
+    """The folder of one model's runs (``runs/<model>``); its ``latest`` link names the current one."""
+    return workdir / RUNS / model
 
 
 def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:

@@ -4,24 +4,59 @@ A command module exposes ``register(subparsers)``, which adds a parser named lik
 ``func`` to a callable taking the parsed namespace and returning an exit status. Adding a command is adding
 one module. Only the module of the command being run is imported (stages pull in torch, Dask, transformers),
 so ``avzsl probe`` starts fast; ``avzsl --help`` imports them all.
+
+Errors are handled here, once: a :class:`~pipeline.errors.UserError` raised anywhere (a config, a path, a
+name the user gave) and an ``OSError`` on a path become one line naming the input and the fix, exit status
+2; ``-v`` adds the traceback. Commands do not catch errors themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import pkgutil
 import sys
+import traceback
+from pathlib import Path
 
 import pipeline
-from pipeline.config import ConfigError
+from pipeline.errors import UserError
 from workflows import commands
 
+USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130
 
-class UsageError(Exception):
+
+class UsageError(UserError):
     """Bad command-line usage (exit status 2), as opposed to a failure while doing the work."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line pointing at ``--help`` instead of the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USER_ERROR_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def output_folder(path: Path, flag: str = "--out") -> Path:
+    """Check that ``path`` can be an output folder (absent or a folder), before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder; give a folder path")
+    return path
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
@@ -42,7 +77,7 @@ def command_names() -> list[str]:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or (``only``) one with just that sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="avzsl",
         description="Raw videos to audio-visual zero-shot classifiers (AV-GZSL).",
     )
@@ -70,16 +105,51 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return USER_ERROR_STATUS
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError) as err:
-        print(f"avzsl {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"avzsl {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except UserError as err:
+        return _fail(args, str(err))
+    except OSError as err:
+        if err.filename is None:  # not about a path the user gave: a bug or the system, keep the traceback
+            raise
+        return _fail(args, describe_os_error(err))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"avzsl {args.command}: error: {message}", file=sys.stderr)
+    return USER_ERROR_STATUS
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a failed file operation: the path the user can act on, what is wrong, what to do."""
+    path = Path(os.fsdecode(err.filename))
+    code = err.errno
+    if code == errno.ENOTDIR:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        return f"{blocker}: is a file, not a folder (needed for {path}); give a folder path"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        existing = next((p for p in (path, *path.parents) if p.exists()), path)
+        why = "read-only file system" if code == errno.EROFS else "permission denied"
+        return (
+            f"{existing}: cannot write or read here ({why}); "
+            "choose a folder you can write to or fix its permissions"
+        )
+    if code == errno.ENOENT:
+        return f"{path}: no such file or folder; check the path"
+    if code == errno.EISDIR:
+        return f"{path}: is a folder; give a file path"
+    if code == errno.ENOSPC:
+        return f"{path}: no space left on the device; free some space or write elsewhere"
+    return f"{path}: {err.strerror}"
+
+
+if __name__ == "__main__":  # ``python -m workflows.cli``: run the imported module, so error types are shared
+    from workflows.cli import main as _main
+
+    sys.exit(_main())

@@ -32,7 +32,10 @@ class VideoSource(ConfigModel):
     @model_validator(mode="after")
     def _needs_path(self) -> VideoSource:
         if self.source != "synth" and not self.path:
-            raise ValueError(f"data.videos.path is required when data.videos.source is {self.source!r}")
+            raise ValueError(
+                f"videos.path is required when videos.source is {self.source!r}: "
+                "give it in the file or as --set videos.path=PATH"
+            )
         return self
 
 

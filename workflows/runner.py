@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pipeline.config import ConfigError
 from pipeline.provenance import write_run_info
 from workflows.build import SharedCluster, build_stages
+from workflows.checks import check_workflow
 from workflows.config import WorkflowConfig
 from workflows.stages import RunSummary, StageRunner
 
@@ -27,17 +29,18 @@ def resolve_workflow(name_or_path: str) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in WORKFLOW_DIR.rglob("*.yaml"))
-    raise FileNotFoundError(f"workflow {name_or_path!r}: no such file and not one of {', '.join(known)}")
+    raise ConfigError(f"workflow {name_or_path!r}: no such file and not one of {', '.join(known)}")
 
 
 def load_workflow(name_or_path: str, overrides: list[str] | None = None) -> WorkflowConfig:
-    config = WorkflowConfig.from_yaml(resolve_workflow(name_or_path))
-    return config.with_overrides(overrides) if overrides else config
+    """The workflow file with ``--set`` overrides applied before validation (they may fill required keys)."""
+    return WorkflowConfig.from_yaml(resolve_workflow(name_or_path), overrides)
 
 
 def run_workflow(
     config: WorkflowConfig, only: list[str] | None = None, start: str | None = None, force: bool = False
 ) -> RunSummary:
+    check_workflow(config)
     workdir = Path(config.workdir)
     write_run_info(workdir, config)
     cluster = SharedCluster(config)

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import atomic_write_text
+from pipeline.errors import UserError
 
 log = logging.getLogger("avzsl.workflow")
 
 STATE_DIR = ".avzsl-state"
+LATEST = "latest"  # in a folder of runs: the link to the run of the last stage run
 
 
-class WorkflowError(RuntimeError):
+class WorkflowError(UserError, RuntimeError):
     """A workflow that cannot run as asked (unknown stage, missing upstream output)."""
 
 
@@ -38,20 +41,20 @@ class StageContext:
     workdir: Path
     fingerprint: str
 
-    def resumable_dir(self, relative: str) -> Path:
-        """An output folder whose partial content is resumed only if the same inputs produced it.
+    def run_dir(self, relative: str) -> Path:
+        """The output folder of this fingerprint, ``relative/<fingerprint>``, which ``relative/latest`` names.
 
-        A folder left by an interrupted run of this exact stage fingerprint is kept (the stage resumes in it);
-        one made under other parameters or inputs is emptied first, so stale work is never mixed in.
+        Changing a parameter starts a new folder and keeps the earlier run; a folder left by an interrupted
+        run of this exact fingerprint is resumed, and going back to earlier parameters reuses their run.
         """
-        import shutil
-
-        folder = self.workdir / relative
-        marker = folder / ".stage-fingerprint"
-        if folder.exists() and (not marker.is_file() or marker.read_text().strip() != self.fingerprint):
-            shutil.rmtree(folder)
+        parent = self.workdir / relative
+        folder = parent / self.fingerprint
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(marker, self.fingerprint + "\n")
+        link = parent / LATEST
+        tmp = parent / f".{LATEST}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.fingerprint, target_is_directory=True)  # relative: the workdir may move
+        tmp.replace(link)
         return folder
 
 
@@ -115,6 +118,26 @@ def files_fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def changed_values(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["train.lr 0.001 -> 0.0005", ...]``: the leaves that differ between two nested parameter dicts."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        before, after = old.get(key, MISSING), new.get(key, MISSING)
+        name = f"{prefix}{key}"
+        if isinstance(before, dict) and isinstance(after, dict):
+            out += changed_values(before, after, f"{name}.")
+        elif before != after:
+            out.append(f"{name} {_show(before)} -> {_show(after)}")
+    return out
+
+
+MISSING = object()
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is MISSING else json.dumps(value, default=str)
+
+
 class StageRunner:
     """Runs stages in the given (topological) order inside ``workdir``, skipping unchanged ones."""
 
@@ -160,12 +183,9 @@ class StageRunner:
             return f"outputs missing: {', '.join(missing)}"
         if state.get("fingerprint") == self.fingerprint(name):
             return None
-        old = state.get("params", {})
-        changed = sorted(k for k in set(old) | set(stage.params) if old.get(k) != stage.params.get(k))
-        if changed:
-            return "parameters changed: " + ", ".join(
-                f"{k} {old.get(k)!r} -> {stage.params.get(k)!r}" for k in changed
-            )
+        changes = changed_values(state.get("params", {}), stage.params)
+        if changes:
+            return "parameters changed: " + ", ".join(changes)
         if stage.code and state.get("code") != code_fingerprint(stage.code):
             return "code changed"
         upstream = [d for d in stage.depends_on if state.get("deps", {}).get(d) != self.fingerprint(d)]

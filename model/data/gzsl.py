@@ -104,6 +104,8 @@ class GZSLData:
     indexing: str = "corrected"
     temporal: bool = False
     dropped: list[dict[str, str]] = field(default_factory=list)
+    lost_classes: list[dict[str, object]] = field(default_factory=list)  # see :func:`lost_classes`
+    notes: list[str] = field(default_factory=list)  # what every result from this data must say
 
     @property
     def audio_dim(self) -> int:
@@ -127,6 +129,7 @@ class GZSLData:
                 for n, s in self.splits.items()
             },
             "dropped_videos": len(self.dropped),
+            "lost_classes": len(self.lost_classes),
         }
 
 
@@ -148,8 +151,13 @@ def assemble(
     indexing: str = "corrected",
     temporal: bool = False,
     dropped: list[dict[str, str]] | None = None,
+    notes: list[str] | None = None,
 ) -> GZSLData:
-    """Build the four loader splits from the split folders, masking videos of classes outside the split."""
+    """Build the four loader splits from the split folders, masking videos of classes outside the split.
+
+    Classes left without a video in a folder (every video of theirs dropped) are found and explained in
+    ``notes``: which classes, which split, and how the metrics count them.
+    """
     splits = {}
     for name, (folders, seen_lists, unseen_lists) in LOADER_SPLITS.items():
         seen = sorted({c for s in seen_lists for c in class_lists[s]})
@@ -171,7 +179,70 @@ def assemble(
         splits[name] = SplitData(
             name, ids, torch.tensor(labels, dtype=torch.long), a, v, seen, unseen, am, vm
         )
-    return GZSLData(class_names, class_embeddings.float(), splits, source, indexing, temporal, dropped or [])
+    dropped = dropped or []
+    lost = lost_classes(stages, class_lists, class_names, dropped)
+    lost_notes = lost_class_notes(lost, class_lists)
+    for note in lost_notes:
+        log.warning("%s", note)
+    return GZSLData(
+        class_names,
+        class_embeddings.float(),
+        splits,
+        source,
+        indexing,
+        temporal,
+        dropped,
+        lost,
+        [*(notes or []), *lost_notes],
+    )
+
+
+# What a class without videos in a split folder means for training and for the metrics (model/metrics.py:
+# S, U and ZSL average the recall of the classes that have videos; every class of a split stays a candidate).
+LOST_CLASS_EFFECT = {
+    "stage_1_train": "no training pairs are drawn for them in stage 1; they stay candidate classes",
+    "stage_1_val_seen": "they stay candidates, but validation S averages only the seen classes with videos",
+    "stage_1_val_unseen": "they stay candidates, but validation U averages only the unseen classes "
+    "with videos",
+    "stage_2_test_seen": "they stay candidates, but test S averages only the {left} seen classes with videos",
+    "stage_2_test_unseen": "they stay candidates, but test U and ZSL average only the {left} unseen classes "
+    "with videos",
+}
+
+
+def lost_classes(
+    stages: dict[str, StageData],
+    class_lists: dict[str, list[int]],
+    class_names: list[str],
+    dropped: list[dict[str, str]],
+) -> list[dict[str, object]]:
+    """The classes of a split folder's list with no video left there: ``{split, class, dropped, reasons}``."""
+    out: list[dict[str, object]] = []
+    for folder in STAGE_FOLDERS:
+        present = set(stages[folder].labels.tolist())
+        for c in class_lists[folder]:
+            if c in present:
+                continue
+            name = class_names[c]
+            records = [r for r in dropped if r.get("split") == folder and r.get("label") == name]
+            reasons = sorted({r["reason"] for r in records})
+            out.append({"split": folder, "class": name, "dropped": len(records), "reasons": reasons})
+    return out
+
+
+def lost_class_notes(lost: list[dict[str, object]], class_lists: dict[str, list[int]]) -> list[str]:
+    """One line per split folder: the classes that lost every video, why, and how the metrics count them."""
+    notes = []
+    for folder in STAGE_FOLDERS:
+        here = [r for r in lost if r["split"] == folder]
+        if not here:
+            continue
+        names = ", ".join(str(r["class"]) for r in here)
+        reasons = sorted({reason for r in here for reason in r["reasons"]})  # type: ignore[attr-defined]
+        why = f"; e.g. {reasons[0]}" if reasons else ""
+        effect = LOST_CLASS_EFFECT[folder].format(left=len(class_lists[folder]) - len(here))
+        notes.append(f"{folder}: {len(here)} class(es) have no usable video ({names}{why}): {effect}")
+    return notes
 
 
 def _stack(rows: list[np.ndarray], temporal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

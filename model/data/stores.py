@@ -28,6 +28,9 @@ SHORT_SPLITS = {f"s{f[6]}_{f[8:]}": f for f in STAGE_FOLDERS}
 class FeatureSource(Protocol):
     """The read side of a feature store that the dataset needs."""
 
+    @property
+    def random_weights(self) -> bool: ...  # features of a randomly initialised extractor (header flag)
+
     def video_ids(self, status: str = "ok") -> list[str]: ...
 
     def index(self) -> pd.DataFrame: ...
@@ -40,11 +43,17 @@ class FeatureSource(Protocol):
 class InMemoryStore:
     """A feature store held in memory: ``{video_id: (T, D)}`` plus ``{video_id: reason}`` for failures."""
 
-    def __init__(self, features: dict[str, np.ndarray], failed: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        features: dict[str, np.ndarray],
+        failed: dict[str, str] | None = None,
+        random_weights: bool = False,
+    ) -> None:
         self._features = {
             k: np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]) for k, v in features.items()
         }
         self._failed = dict(failed or {})
+        self.random_weights = random_weights
 
     def video_ids(self, status: str = "ok") -> list[str]:
         return sorted(self._features) if status == "ok" else sorted(self._failed)
@@ -112,16 +121,14 @@ def load_from_stores(
             for s in STAGE_FOLDERS
         }
     dropped = _not_ok(audio, "audio") | _not_ok(visual, "visual")
-    records = [
-        {"video_id": v, "split": s, "reason": dropped[v]}
-        for v, s in zip(table.video_id, table.split, strict=True)
-        if v in dropped
-    ]
     ok_a, ok_v = set(audio.video_ids("ok")), set(visual.video_ids("ok"))
-    for v, s in zip(table.video_id, table.split, strict=True):
-        if v not in dropped and (v not in ok_a or v not in ok_v):
+    records = []
+    for v, s, label in zip(table.video_id, table.split, table.label, strict=True):
+        if v in dropped:
+            records.append({"video_id": v, "split": s, "label": label, "reason": dropped[v]})
+        elif v not in ok_a or v not in ok_v:
             where = "audio" if v not in ok_a else "visual"
-            records.append({"video_id": v, "split": s, "reason": f"not in the {where} store"})
+            records.append({"video_id": v, "split": s, "label": label, "reason": f"not in the {where} store"})
     skip = {r["video_id"] for r in records}
     if records:
         log.warning("%d manifest videos have no usable features; recorded in the run's metrics", len(records))
@@ -133,7 +140,19 @@ def load_from_stores(
         stages[stage] = StageData(ids, labels, *(_read(src, ids, temporal) for src in (audio, visual)))
     name_map = read_name_map(name_map_csv) if name_map_csv else None
     matrix = class_embeddings(class_names, embeddings, embedding_path, name_map, indexing)
-    return assemble(stages, class_lists, class_names, matrix, "stores", indexing, temporal, records)
+    notes = random_weights_notes({"audio": audio, "visual": visual})
+    return assemble(stages, class_lists, class_names, matrix, "stores", indexing, temporal, records, notes)
+
+
+def random_weights_notes(stores: dict[str, FeatureSource]) -> list[str]:
+    """The label every result on features of randomly initialised extractors carries (store header flag)."""
+    random = [modality for modality, store in stores.items() if store.random_weights]
+    if not random:
+        return []
+    return [
+        f"{' and '.join(random)} features from RANDOMLY INITIALISED extractors: not pretrained features, "
+        "so these numbers say nothing about what the model achieves on real features"
+    ]
 
 
 def class_ids_per_row(labels: list[str], class_names: list[str]) -> list[int]:

@@ -9,6 +9,7 @@ is sent from the decoding thread itself, so a decode that hangs can never leave 
 
 from __future__ import annotations
 
+import signal
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -35,7 +36,11 @@ class DecodeRequest:
 
 
 def serve(conn: Connection, transport: str) -> None:
-    """Entry point of the child: decode each request the parent sends until told to stop."""
+    """Entry point of the child: decode each request the parent sends until told to stop.
+
+    The child ignores Ctrl-C, which reaches the whole process group: the parent handles it and stops us.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sender = ChunkSender(conn, transport)
     try:
         while (request := sender.next_request()) is not None:

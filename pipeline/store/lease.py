@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from pipeline.errors import UserError
 from pipeline.store.shard import atomic_write
 
 LEASE_FILE = ".lease"
@@ -47,7 +48,7 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-class StoreBusy(Exception):
+class StoreBusy(UserError):
     """Another live run holds the store's lease."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import UserError
 from pipeline.provenance import library_versions
 from pipeline.store.checksum import ALGORITHM, array_digest
 from pipeline.store.index import (
@@ -56,7 +57,7 @@ SHARD_SUFFIX = ".safetensors"
 _OPEN_SHARDS = 128
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store that cannot be created, opened or read as asked; the message says which path and why."""
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from workflows.build import model_runs
 from workflows.cli import add_overrides_argument
 from workflows.report import load_run, results_table
 from workflows.runner import load_workflow, run_workflow
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     run_workflow(config, force=args.force)
     workdir = Path(config.workdir)
-    runs = [load_run(workdir / "runs" / name, name=name.upper()) for name in config.train.models]
+    runs = [load_run(model_runs(workdir, name), name=name.upper()) for name in config.train.models]
     print()
     print(results_table(runs))
     for run_result in runs[:1]:

@@ -9,7 +9,7 @@ from typing import get_args
 from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
 from pipeline.manifest import ManifestError
 from pipeline.store import StoreBusy, StoreError
-from workflows.cli import UsageError
+from workflows.cli import UsageError, positive_int
 from workflows.extract import DecodeIsolation, ExtractConfig, format_summary, run_extract
 
 
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cluster", default="local", help="local (default), none (in-process), slurm, or tcp://HOST:PORT"
     )
     parser.add_argument(
-        "--workers", type=int, help="worker processes (default: one per GPU, or per CPU core)"
+        "--workers", type=positive_int, help="worker processes (default: one per GPU, or per CPU core)"
     )
     parser.add_argument(
         "--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from workflows.cli import UsageError, add_overrides_argument
+from workflows.cli import add_overrides_argument
 from workflows.runner import load_workflow, run_workflow
-from workflows.stages import WorkflowError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,28 +16,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
     parser.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and every later one")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
-    parser.add_argument("--dry-run", action="store_true", help="print what would run and why, run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every name and path the workflow gives, print what would run and why, run nothing",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_workflow(args.workflow, args.overrides)
-    except FileNotFoundError as err:
-        raise UsageError(str(err)) from None
-    try:
-        if args.dry_run:
-            from pathlib import Path
+    config = load_workflow(args.workflow, args.overrides)
+    if args.dry_run:
+        from workflows.build import build_stages
+        from workflows.checks import check_workflow
+        from workflows.stages import StageRunner
 
-            from workflows.build import build_stages
-            from workflows.stages import StageRunner
-
-            runner = StageRunner(Path(config.workdir), build_stages(config))
-            for decision in runner.plan(only=args.only, start=args.start, force=args.force):
-                print(f"{decision.action:<5} {decision.stage:<24} {decision.reason}")
-            return 0
-        run_workflow(config, only=args.only, start=args.start, force=args.force)
-    except WorkflowError as err:
-        raise UsageError(str(err)) from None
+        check_workflow(config)
+        runner = StageRunner(Path(config.workdir), build_stages(config))
+        for decision in runner.plan(only=args.only, start=args.start, force=args.force):
+            print(f"{decision.action:<5} {decision.stage:<24} {decision.reason}")
+        return 0
+    run_workflow(config, only=args.only, start=args.start, force=args.force)
     print(f"outputs in {config.workdir}")
     return 0

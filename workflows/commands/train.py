@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workflows.cli import UsageError, add_overrides_argument
+import yaml
+
+from workflows.cli import UsageError, add_overrides_argument, output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train + evaluate a GZSL model (AVCA, DAAN) under the two-stage protocol",
-        description="Train and evaluate under the AV-GZSL protocol. CONFIG is a YAML file or a bundled "
-        "benchmark config (ucf_main, ucf_cls, activitynet_main, activitynet_cls, vggsound_main, vggsound_cls). "
+        description="Train and evaluate under the AV-GZSL protocol. CONFIG is a run config YAML (data + train "
+        "sections; a workflow records one per model as runs/<model>/latest/run.yaml) or a bundled benchmark "
+        "config (ucf_main, ucf_cls, activitynet_main, activitynet_cls, vggsound_main, vggsound_cls). "
         "Re-running on the same --out resumes from the last checkpoint.",
     )
     parser.add_argument("--config", required=True, help="run config YAML or bundled config name")
@@ -26,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from model.api import format_table, load_gzsl_data, resolve_config, train_and_evaluate
     from model.config import RunConfig
 
-    cfg = RunConfig.from_yaml(resolve_config(args.config)).with_overrides(args.overrides)
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out}: exists and is not a directory")
+    path = resolve_config(args.config)
+    refuse_workflow_config(path)
+    cfg = RunConfig.from_yaml(path, args.overrides)
+    output_folder(args.out)
     data = load_gzsl_data(cfg.data)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(args.out / "run.yaml")
@@ -36,3 +40,22 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     print(f"results: {args.out / 'metrics.json'}")
     return 0
+
+
+def refuse_workflow_config(path: Path) -> None:
+    """A workflow's ``config.yaml`` re-runs with ``avzsl run``, its models' ``run.yaml`` with ``avzsl train``."""
+    from workflows.config import WorkflowConfig
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return  # RunConfig.from_yaml names the YAML error
+    workflow_only = set(WorkflowConfig.model_fields) - {"train"}
+    if not isinstance(data, dict) or not workflow_only & set(data):
+        return
+    runs = sorted(Path(str(data.get("workdir", "WORKDIR"))).glob("runs/*/latest/run.yaml"))
+    example = runs[0] if runs else f"{data.get('workdir', 'WORKDIR')}/runs/<model>/latest/run.yaml"
+    raise UsageError(
+        f"--config {path}: a workflow config; re-run it with `avzsl run {path}`, or train one of its models "
+        f"alone with the run config it recorded, e.g. --config {example}"
+    )
