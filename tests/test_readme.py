@@ -116,7 +116,7 @@ def _alternatives(tokens: list[str], flag_piece: str) -> list[str]:
 def test_readme_has_commands_to_check() -> None:
     commands = readme_commands()
     assert len(commands) > 20
-    assert any(c.startswith("avzsl store info|verify|compact|export|import") for c in commands)
+    assert any(c.startswith("avzsl store info|verify|repair|compact") for c in commands)
     assert any(c.startswith("avzsl manifest show") for c in commands)
 
 
