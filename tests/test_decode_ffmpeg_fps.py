@@ -15,7 +15,7 @@ import pytest
 
 from extractors.registry import build_extractor
 from extractors.runner import VideoJob, extract_videos
-from pipeline.decode import iter_frames, plan_samples
+from pipeline.decode import iter_frames, open_guarded, open_inprocess, plan_samples, read_audio
 from pipeline.decode.scan import scan_video
 from pipeline.decode.types import FrameChunk
 from pipeline.synth.faults import make_fault_corpus
@@ -156,3 +156,13 @@ def test_benchmark_c3d_extraction_embeds_the_fps_filter_frames(vfr_clips):
     assert len(windows) == len(result.features) == 2
     np.testing.assert_allclose(result.features, model.embed(windows).numpy(), rtol=1e-4, atol=1e-4)
     assert result.start_s.tolist() == pytest.approx([w.start_s for w in windows])
+
+
+@pytest.mark.parametrize("opener", [open_guarded, open_inprocess])
+def test_both_decode_isolations_pass_on_the_benchmark_choices(sample_videos, opener):
+    path = sample_videos["v_ZNVhz7ctTq0"]
+    with opener(path, fps=25.0, frame_rule="ffmpeg", want_audio=True, audio_path="int16-resampy") as decode:
+        clip = decode.audio()
+        index = np.concatenate([c.source_index for c in decode.frames()])
+    assert index.tolist() == ours(path)[0].tolist()
+    assert np.array_equal(clip.samples, read_audio(path, audio_path="int16-resampy").samples)
