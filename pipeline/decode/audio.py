@@ -132,8 +132,8 @@ def _int16_resampy(parts: list[np.ndarray], native_rate: int, sample_rate: int) 
     """torchvggish's ``wavfile_to_examples`` up to the log-mel: / 32768.0, channel mean, resampy."""
     if not parts:
         return np.zeros(0, np.float32)
-    wave = np.concatenate(parts, axis=1).T / INT16_SCALE  # (n, channels) float64, as soundfile reads a WAV
-    mono = np.mean(wave, axis=1)
+    # per decoded frame, (n, channels) as soundfile reads a WAV: each row's mean is the reference's
+    mono = np.concatenate([np.mean(part.T / INT16_SCALE, axis=1) for part in parts])
     if native_rate != sample_rate:
         import resampy  # imported here: numba compiles it on first use, only this path pays for that
 

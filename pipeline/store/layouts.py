@@ -87,7 +87,7 @@ def export_stores(
     The h5/pkl layouts hold one audio and one visual store side by side: the AV-GZSL loaders read both
     trees and assert that they list the same videos in the same order, so a video missing from either
     store is left out of both (``report.missing`` says which and why). The npy layout (video_features)
-    writes each store's files; several stores share the folder with one feature key each.
+    takes any stores and writes each into a folder named after its extractor.
     """
     unknown = set(layouts) - set(LAYOUTS)
     if unknown:
@@ -107,10 +107,9 @@ def export_stores(
     report = ExportReport(Path(out_dir))
     wanted = set(manifest["video_id"])
     available = [_with_features(store) for store in stores]
-    report.missing = {
-        store_label(store): sorted(wanted - have) for store, have in zip(stores, available, strict=True)
-    }
-    report.missing = {label: ids for label, ids in report.missing.items() if ids}
+    for store, have in zip(stores, available, strict=True):
+        if wanted - have:
+            report.missing[store_label(store)] = sorted(wanted - have)
     rows = manifest[manifest["video_id"].isin(wanted.intersection(*available))]
     report.videos = int(rows["video_id"].nunique())
     for layout in layouts:
