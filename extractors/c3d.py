@@ -4,12 +4,14 @@ Architecture, key table and the AV-GZSL preprocessing follow REFERENCE §4.2; th
 (BGR input, the colour wrap-inversion of ``ToPILImage`` on float tensors) follow §2.2 and §2.7.
 
 Modes:
-- ``benchmark``: 25 fps, non-overlapping 16-frame clips from 0, last clip zero-padded *in normalised space*,
-  BGR channel order, wrap-inversion ``(256 - v) mod 256`` computed in integer arithmetic (UCF / VGGSound
-  scripts; pass ``invert=False`` for the ActivityNet script, which is not inverted), resize to 128x171 with the
-  result rounded to uint8 like PIL, centre crop 112, Kinetics mean/std.
-- ``clean``: same geometry and statistics, RGB, no inversion, float resize, the last clip padded by
-  repeating its last frame; ``hop`` may be set for overlapping clips.
+- ``benchmark``: 25 fps chosen like FFmpeg's ``fps`` filter (the published videos were converted to 25 fps
+  with FFmpeg; docs/benchmark-mode.md), non-overlapping 16-frame clips from 0, last clip zero-padded *in
+  normalised space*, BGR channel order, wrap-inversion ``(256 - v) mod 256`` computed in integer arithmetic
+  (UCF / VGGSound scripts; pass ``invert=False`` for the ActivityNet script, which is not inverted), resize
+  to 128x171 with the result rounded to uint8 like PIL, centre crop 112, Kinetics mean/std.
+- ``clean``: 25 fps by PTS (the frame displayed at each k/25 s), same geometry and statistics, RGB, no
+  inversion, float resize, the last clip padded by repeating its last frame; ``hop`` may be set for
+  overlapping clips.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ def default_spec(
     order = "BGR" if bgr else "RGB"
     tail = "last clip zeros in normalised space" if bench else "last clip edge-repeated"
     rounding = " in two uint8-rounded passes like PIL" if bench else ""
+    frame_rule = "ffmpeg" if bench else "pts"
+    choice = "FFmpeg fps-filter frame choice" if bench else "by PTS"
     return ExtractorSpec(
         name="c3d",
         modality="visual",
@@ -128,7 +132,7 @@ def default_spec(
         output_dim=4096,
         output_dtype="float32",
         preprocessing=(
-            f"{FPS:g} fps by PTS; {order}{'; wrap-inverted (256-v) mod 256' if invert else ''}; "
+            f"{FPS:g} fps, {choice}; {order}{'; wrap-inverted (256-v) mod 256' if invert else ''}; "
             f"resize {RESIZE_HW[0]}x{RESIZE_HW[1]} bilinear antialias{rounding}; centre crop {CROP}; /255; "
             f"Kinetics mean/std; {tail}; {layer} after ReLU"
         ),
@@ -138,6 +142,7 @@ def default_spec(
         state_dict_shapes=shapes_table(expected_state_dict()),
         provenance="Tran et al. ICCV 2015; DavideA/c3d-pytorch; AV-GZSL scripts (REFERENCE §4.2, §2.2)",
         options=(("layer", layer), ("hop", str(hop)), ("invert", str(invert)), ("bgr", str(bgr))),
+        frame_rule=frame_rule,
     )
 
 

@@ -3,8 +3,8 @@
 Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
   (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
-  audio once at the audio extractors' rate, frames once at the visual extractors' common fps (or at the
-  native rate, resampled by PTS per extractor when rates differ).
+  audio once at the audio extractors' rate and path, frames once at the visual extractors' common fps and
+  frame rule (or at the native rate, resampled by PTS per extractor when rates or rules differ).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
   (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
   (measured in benchmarks/extract.py). Prepared inputs and each video's final status go through a queue
@@ -129,20 +129,26 @@ class _Plan:
     visual: list[int]
     audio: list[int]
     fps: float | None  # the common frame rate, or None (native rate + per-extractor resampling)
+    frame_rule: str  # the common frame rule (when ``fps`` is set)
     audio_rate: int
+    audio_path: str
 
     @classmethod
     def of(cls, extractors: Sequence[Extractor]) -> _Plan:
         visual = [i for i, e in enumerate(extractors) if e.spec.modality == "visual"]
         audio = [i for i, e in enumerate(extractors) if e.spec.modality == "audio"]
         rates = {int(extractors[i].spec.sample_rate) for i in audio}
-        if len(rates) > 1:
+        paths = {extractors[i].spec.audio_path for i in audio}
+        if len(rates) > 1 or len(paths) > 1:
             raise ValueError(
-                f"audio extractors need different sample rates {sorted(rates)}; run them in separate passes"
+                f"audio extractors need different sample rates {sorted(rates)} or audio paths "
+                f"{sorted(paths)}; run them in separate passes"
             )
-        fps_set = {float(extractors[i].spec.sample_rate) for i in visual}
-        fps = fps_set.pop() if len(fps_set) == 1 else None
-        return cls(visual, audio, fps, rates.pop() if rates else 16000)
+        sampling = {(float(extractors[i].spec.sample_rate), extractors[i].spec.frame_rule) for i in visual}
+        fps, rule = sampling.pop() if len(sampling) == 1 else (None, "pts")
+        return cls(
+            visual, audio, fps, rule, rates.pop() if rates else 16000, paths.pop() if paths else "swresample"
+        )
 
 
 def extract_videos(
@@ -311,6 +317,8 @@ def _decode_one(
         chunk_frames=CHUNK_FRAMES,
         want_audio=bool(plan.audio),
         audio_rate=plan.audio_rate,
+        audio_path=plan.audio_path,
+        frame_rule=plan.frame_rule,
         timeout_s=timeout_s,
         decoder_threads=decoder_threads,
         prefetch_chunks=2,
@@ -329,7 +337,9 @@ def _decode_one(
         if plan.visual:
             windowers = {ext: extractors[ext].frame_windower() for ext in plan.visual}
             resamplers = {
-                ext: PtsResampler(extractors[ext].spec.sample_rate) for ext in plan.visual if plan.fps is None
+                ext: PtsResampler(extractors[ext].spec.sample_rate, extractors[ext].spec.frame_rule)
+                for ext in plan.visual
+                if plan.fps is None
             }
             for chunk in decode.frames():
                 for ext, windower in windowers.items():

@@ -38,6 +38,11 @@ class ExtractorSpec:
     state_dict_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # expected keys -> shapes of the checkpoint
     provenance: str  # paper / repository / REFERENCE section
     options: tuple[tuple[str, str], ...] = ()  # resolved builder options that change the output
+    # How the decoder must deliver the input (docs/benchmark-mode.md): visual extractors take each target's
+    # frame by ``frame_rule`` (pipeline.decode.FRAME_RULES), audio ones get their waveform by ``audio_path``
+    # (pipeline.decode.AUDIO_PATHS); benchmark mode picks the published pipeline's choices.
+    frame_rule: str = "pts"
+    audio_path: str = "swresample"
     weights_id: str = UNRESOLVED  # "sha256:<prefix>[,...]" of the files, or "random:seed=<n>"
     notes: tuple[str, ...] = field(default_factory=tuple)
 

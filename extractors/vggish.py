@@ -6,6 +6,8 @@ variants follow §2.3/§2.4:
 - ``vf``: post-ReLU raw float (torch ports, video_features);
 - ``avgzsl``: post-ReLU -> AudioSet PCA -> clip [-2, 2] -> uint8 by truncation (the published AV-GZSL
   cls audio features; the default in ``benchmark`` mode).
+In ``benchmark`` mode the waveform comes by the published path (16-bit PCM at the native rate, / 32768,
+channel mean, resampy to 16 kHz; docs/benchmark-mode.md), in ``clean`` mode by one float resample.
 The log-mel front-end runs batched on the model's device (periodic Hann 400, hop 160, |rfft 512|, HTK mel
 64 bands 125-7500 Hz, log(x + 0.01)); examples are never padded, so < 0.975 s of audio gives no row.
 """
@@ -178,6 +180,8 @@ def default_spec(mode: str, variant: str | None = None, hop_s: float = EXAMPLE_S
         "vf": "post-ReLU float",
         "avgzsl": "post-ReLU, AudioSet PCA, clip [-2, 2], uint8 truncation",
     }[variant]
+    bench = mode == "benchmark"
+    waveform = "int16 PCM at the native rate / 32768, channel mean, resampy" if bench else "mono float"
     return ExtractorSpec(
         name="vggish",
         modality="audio",
@@ -188,8 +192,8 @@ def default_spec(mode: str, variant: str | None = None, hop_s: float = EXAMPLE_S
         output_dim=EMBEDDING,
         output_dtype="uint8" if variant == "avgzsl" else "float32",
         preprocessing=(
-            "mono 16 kHz; periodic Hann 400 / hop 160, |rfft 512|, HTK mel 64 x 125-7500 Hz, log(x + 0.01); "
-            f"96-frame examples, no padding; {post}"
+            f"{waveform} to 16 kHz; periodic Hann 400 / hop 160, |rfft 512|, HTK mel 64 x 125-7500 Hz, "
+            f"log(x + 0.01); 96-frame examples, no padding; {post}"
         ),
         mode=mode,
         weights_files=WEIGHT_NAMES + (PCA_NAMES if variant == "avgzsl" else ()),
@@ -197,6 +201,7 @@ def default_spec(mode: str, variant: str | None = None, hop_s: float = EXAMPLE_S
         state_dict_shapes=shapes_table(expected_state_dict()),
         provenance="Hershey et al. ICASSP 2017; harritaylor/torchvggish (REFERENCE §4.1, §2.3, §2.4)",
         options=(("variant", variant), ("hop_s", f"{hop_s:g}")),
+        audio_path="int16-resampy" if bench else "swresample",
     )
 
 

@@ -13,23 +13,30 @@ import numpy as np
 import torch
 
 from extractors.base import Window
+from pipeline.decode.sampling import FRAME_RULES, output_ticks
 from pipeline.decode.types import AudioClip, FrameChunk
 
 _EPS = 1e-9
 
 
 class PtsResampler:
-    """Select, for target times t_k = t0 + k/fps, the frame displayed at t_k (last pts <= t_k).
+    """Resample a native-rate frame stream to ``fps`` by presentation timestamps, streaming.
 
-    REFERENCE §5.4: sample by presentation timestamps, never by index/fps, never by re-encoding. Used when
-    one decode at the native rate must serve extractors with different frame rates.
+    ``frame_rule`` as in :func:`pipeline.decode.plan_samples`: ``pts`` takes for t_k = t0 + k/fps the frame
+    displayed at t_k (last pts <= t_k, REFERENCE §5.4); ``ffmpeg`` takes for tick k the last frame whose
+    rounded pts*fps is <= k (FFmpeg's ``fps`` filter). Used when one decode at the native rate must serve
+    extractors with different frame rates or rules. The stream's end is not in the chunks: the last frame
+    is taken to last as long as the interval before it.
     """
 
-    def __init__(self, fps: float):
+    def __init__(self, fps: float, frame_rule: str = "pts"):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if frame_rule not in FRAME_RULES:
+            raise ValueError(f"unknown frame rule {frame_rule!r}; choose one of {', '.join(FRAME_RULES)}")
         self.fps = float(fps)
-        self._t0: float | None = None
+        self.ffmpeg = frame_rule == "ffmpeg"
+        self._t0: float | None = None  # pts rule: the first target; ffmpeg rule: the first tick / fps
         self._k = 0
         self._last: tuple[np.ndarray, float, int] | None = None
         self._interval = 0.0
@@ -38,15 +45,21 @@ class PtsResampler:
         assert self._t0 is not None
         return self._t0 + self._k / self.fps
 
+    def _shown_until(self, pts: float) -> float:
+        """Targets before this time still take the previous frame."""
+        if self.ffmpeg:  # the frame's tick, as a time on the tick grid
+            return float(output_ticks(np.array([pts]), self.fps)[0]) / self.fps
+        return pts
+
     def push(self, chunk: FrameChunk) -> FrameChunk | None:
         rows: list[tuple[np.ndarray, float, int, float]] = []
         for frame, pts, src in zip(chunk.frames, chunk.pts_s, chunk.source_index, strict=True):
             pts = float(pts)
             if self._t0 is None:
-                self._t0 = pts
+                self._t0 = self._shown_until(pts)
             if self._last is not None:
                 self._interval = max(pts - self._last[1], 0.0)
-                while self._target() < pts - _EPS:
+                while self._target() < self._shown_until(pts) - _EPS:
                     rows.append((*self._last, self._target()))
                     self._k += 1
             self._last = (frame, pts, int(src))
@@ -57,7 +70,7 @@ class PtsResampler:
         if self._last is None:
             return None
         rows = []
-        end = self._last[1] + (self._interval or 1.0 / self.fps)
+        end = self._shown_until(self._last[1] + (self._interval or 1.0 / self.fps))
         while self._target() < end - _EPS:
             rows.append((*self._last, self._target()))
             self._k += 1

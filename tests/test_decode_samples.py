@@ -82,5 +82,5 @@ def test_audio_16k_matches_duration(sample_videos):
         assert report.outcome is Outcome.OK and report.audio_samples == clip.samples.size
         assert abs(clip.samples.size - info.duration_s * 16000) <= 16000 / info.video.fps  # within one frame
         assert abs(clip.duration_s - info.duration_s) < 1 / info.video.fps
-        assert 0.01 < float(np.abs(clip.samples).max()) <= 1.0
+        assert 0.01 < float(np.abs(clip.samples).max()) < 1.2  # unclipped (tests/test_audio_reference.py)
     assert read_audio(sample_videos[GGSY]).samples.size == 290_528  # 800,768 samples at 44.1 kHz

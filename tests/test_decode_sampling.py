@@ -49,6 +49,26 @@ def test_start_end_window_and_late_first_frame():
 def test_bad_fps_is_rejected():
     with pytest.raises(ValueError, match="fps"):
         plan_samples(np.array([0.0]), 1.0, fps=0.0)
+    with pytest.raises(ValueError, match="frame rule"):
+        plan_samples(np.array([0.0]), 1.0, fps=25.0, frame_rule="nearest")
+
+
+def test_ffmpeg_rule_takes_frames_up_to_half_a_tick_early():
+    pts = np.array([0.0, 0.05, 0.09, 0.1])  # 0, 1.25, 2.25 and exactly 2.5 ticks of 1/25 s
+    ffmpeg = plan_samples(pts, 0.2, fps=25.0, frame_rule="ffmpeg")
+    assert ffmpeg.indices.tolist() == [0, 1, 2, 3, 3]  # 2.5 rounds away from zero, to tick 3
+    assert ffmpeg.target_s == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16])
+    assert plan_samples(pts, 0.2, fps=25.0).indices.tolist() == [0, 0, 1, 3, 3]  # the frame shown at k/25
+
+
+def test_ffmpeg_rule_ticks_run_from_the_first_frame_to_the_rounded_end():
+    pts = 0.37 + np.arange(10) / 25.0  # first frame at 9.25 ticks: the first tick is 9, not 0
+    plan = plan_samples(pts, 0.37 + 0.4, fps=25.0, frame_rule="ffmpeg")  # end 19.25 ticks -> ticks 9..18
+    assert plan.target_s * 25 == pytest.approx(np.arange(9, 19)) and plan.indices.tolist() == list(range(10))
+    assert len(plan_samples(pts, 0.39 + 0.4, fps=25.0, frame_rule="ffmpeg")) == 11  # 19.75 rounds to 20
+    window = plan_samples(pts, 0.77, fps=25.0, start_s=0.5, end_s=0.6, frame_rule="ffmpeg")
+    assert window.target_s * 25 == pytest.approx([13, 14])  # ticks with k/25 in [0.5, 0.6)
+    assert window.indices.tolist() == [4, 5]
 
 
 def _probe(duration_s: float, frames: int) -> ProbeResult:

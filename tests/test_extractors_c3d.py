@@ -12,8 +12,9 @@ from extractors.c3d import C3DNet, expected_state_dict, invert_wrap
 from extractors.registry import build_extractor
 from extractors.weights import WeightsError
 from extractors.windowing import FrameWindower, PtsResampler
+from pipeline.decode import iter_frames, plan_samples
 from pipeline.decode.types import FrameChunk
-from tests.extractor_helpers import sample_frames, save_zero_checkpoint
+from tests.extractor_helpers import kaiming_, relative_change, sample_frames, save_zero_checkpoint
 
 MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 
@@ -21,6 +22,14 @@ MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 @pytest.fixture(scope="module")
 def c3d_bench():
     return build_extractor("c3d", weights="random", mode="benchmark")
+
+
+@pytest.fixture(scope="module")
+def c3d_kaiming():
+    """Benchmark-mode C3D whose fc7 follows its input: tests that guard preprocessing use this one."""
+    model = build_extractor("c3d", weights="random", mode="benchmark")
+    kaiming_(model.net, seed=0)
+    return model
 
 
 def test_key_table_parameter_count_and_shape_chain():
@@ -38,16 +47,20 @@ def test_key_table_parameter_count_and_shape_chain():
         assert tuple(x.shape) == (1, 128, 8, 28, 28)
 
 
-@pytest.mark.parametrize(("stem", "clips"), [("v_GGSY1Qvo990", 29), ("v_ZNVhz7ctTq0", 22)])
-def test_clip_counts_on_samples_both_modes(sample_videos, stem, clips):
-    chunks = sample_frames(sample_videos[stem], fps=25.0)  # PTS-sampled at 25 fps by the decoder
-    frames = sum(len(c) for c in chunks)
-    for mode in ("benchmark", "clean"):
-        windower = FrameWindower(16, 16, 25.0)
+@pytest.mark.parametrize(
+    ("stem", "clips", "frames"), [("v_GGSY1Qvo990", 29, (451, 452)), ("v_ZNVhz7ctTq0", 22, (350, 350))]
+)
+def test_clip_counts_on_samples_both_modes(sample_videos, stem, clips, frames):
+    for mode, rule, count in (("benchmark", "ffmpeg", frames[0]), ("clean", "pts", frames[1])):
+        model = build_extractor("c3d", weights="random", mode=mode)
+        assert model.spec.frame_rule == rule
+        chunks = list(iter_frames(sample_videos[stem], fps=25.0, frame_rule=rule, chunk_frames=64))
+        assert sum(len(c) for c in chunks) == count
+        windower = model.frame_windower()
         windows = [w for c in chunks for w in windower.push(c)] + windower.flush()
-        assert len(windows) == clips == -(-frames // 16), mode
+        assert len(windows) == clips == -(-count // 16), mode
         assert windows[1].start_s == pytest.approx(0.64) and windows[1].end_s == pytest.approx(1.28)
-        assert windows[-1].valid == frames - 16 * (clips - 1)
+        assert windows[-1].valid == count - 16 * (clips - 1)
         assert tuple(windows[0].data.shape[:1]) == (16,)
     # one native-rate decode resampled by PTS gives the same count as the decoder's own 25 fps sampling
     resampler, windower = PtsResampler(25.0), FrameWindower(16, 16, 25.0)
@@ -55,6 +68,46 @@ def test_clip_counts_on_samples_both_modes(sample_videos, stem, clips):
     pieces = [resampler.push(c) for c in native] + [resampler.flush()]
     resampled = [w for p in pieces if p is not None for w in windower.push(p)] + windower.flush()
     assert len(resampled) == clips
+
+
+@pytest.mark.parametrize("rule", ["pts", "ffmpeg"])
+def test_streaming_resampler_follows_the_plan_of_its_rule(rule):
+    rng = np.random.default_rng(3)
+    pts = 0.37 + np.concatenate([[0.0], np.cumsum(np.round(rng.uniform(0.004, 0.09, 80), 4))])
+    tiny = np.zeros((pts.size, 1, 1, 3), np.uint8)
+    resampler, got = PtsResampler(25.0, rule), []
+    for begin in range(0, pts.size, 7):  # chunks as a native-rate decode delivers them
+        got.append(
+            resampler.push(
+                FrameChunk(
+                    tiny[begin : begin + 7],
+                    pts[begin : begin + 7],
+                    np.arange(begin, min(begin + 7, pts.size)),
+                )
+            )
+        )
+    got.append(resampler.flush())
+    index = np.concatenate([c.source_index for c in got if c is not None])
+    target = np.concatenate([c.target_s for c in got if c is not None])
+    end = pts[-1] + (pts[-1] - pts[-2])  # the last frame lasts as long as the interval before it
+    plan = plan_samples(pts, end, fps=25.0, frame_rule=rule)
+    assert index.tolist() == plan.indices.tolist() and np.allclose(target, plan.target_s)
+
+
+@pytest.mark.slow
+def test_a_one_frame_shift_moves_fc7_only_with_input_sensitive_weights(sample_videos, c3d_bench, c3d_kaiming):
+    path = sample_videos["v_GGSY1Qvo990"]
+    ffmpeg = np.concatenate([c.frames for c in iter_frames(path, fps=25.0, frame_rule="ffmpeg", end_s=0.7)])
+    pts = np.concatenate([c.frames for c in iter_frames(path, fps=25.0, end_s=0.7)])
+    clip, shifted, other_rule = (
+        Window(torch.from_numpy(f[:16].copy()), 0.0, 0.64, 16) for f in (ffmpeg, ffmpeg[1:], pts)
+    )
+    out = c3d_kaiming.embed([clip, shifted, other_rule, clip])
+    assert torch.allclose(out[0], out[3], atol=1e-5)  # the same input gives the same output ...
+    assert relative_change(out[0], out[1]) > 0.02  # ... one frame later moves fc7 by several percent
+    assert relative_change(out[0], out[2]) > 0.02  # and so does the other frame rule (7 of 16 frames differ)
+    default = c3d_bench.embed([clip, shifted])  # PyTorch's default init: fc7 hardly sees its input
+    assert relative_change(default[0], default[1]) < 0.005
 
 
 def test_invert_wrap_equals_to_pil_image_on_float_tensors():

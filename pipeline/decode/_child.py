@@ -33,6 +33,8 @@ class DecodeRequest:
     decoder_threads: int
     start_s: float
     end_s: float | None
+    frame_rule: str = "pts"
+    audio_path: str = "swresample"
 
 
 def serve(conn: Connection, transport: str) -> None:
@@ -67,6 +69,7 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
                 decoder_threads=request.decoder_threads,
                 start_s=request.start_s,
                 end_s=request.end_s,
+                frame_rule=request.frame_rule,
                 report=report,
                 _allow_test_backend=True,
             ):
@@ -86,7 +89,9 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
 def _send_audio(conn: Connection, request: DecodeRequest) -> None:
     report = DecodeReport(request.path)
     try:
-        clip = read_audio(request.path, sample_rate=request.audio_rate, report=report)
+        clip = read_audio(
+            request.path, sample_rate=request.audio_rate, report=report, audio_path=request.audio_path
+        )
     except MediaError as err:
         conn.send(("audio_error", (err.outcome, err.reason)))
         return

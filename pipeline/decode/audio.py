@@ -1,13 +1,21 @@
-"""Mono float32 audio at a chosen rate through ONE resampling path: PyAV's AudioResampler (swresample).
+"""Mono float32 audio at a chosen rate, by one of two paths (docs/benchmark-mode.md):
 
-Samples are clipped to [-1, 1]: lossy codecs overshoot full scale by a few percent on loud peaks.
+- ``swresample`` (clean mode): PyAV's AudioResampler (FFmpeg's swresample) downmixes to mono and resamples
+  in one float step. swresample's stereo-to-mono downmix is the channel mean.
+- ``int16-resampy`` (benchmark mode): what the published VGGish features went through. FFmpeg wrote a
+  16-bit WAV at the file's native rate and channel count, torchvggish's ``wavfile_to_examples`` read it:
+  int16 / 32768.0, mean over channels, ``resampy.resample`` to the target rate (its default filter).
+
+Neither path clips: lossy codecs and resampling overshoot full scale on loud peaks (resampy gives 1.15 on
+v_GGSY1Qvo990), the reference keeps those values and every front-end here takes any float.
 
 Used whatever the frame backend is: decord's audio corrupts a stereo channel and lags 17 samples after
-resampling (REFERENCE §5.2/§5.3). swresample's stereo-to-mono downmix is the channel mean.
+resampling (REFERENCE §5.2/§5.3).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -16,12 +24,18 @@ import numpy as np
 from pipeline.decode.types import AudioClip, DecodeReport, MediaError, Outcome
 
 TRUNCATION_SLACK_S = 0.1
+AUDIO_PATHS = ("swresample", "int16-resampy")
+INT16_SCALE = 32768.0  # torchvggish: wav_data / 32768.0
 
 
 def read_audio(
-    path: str | Path, *, sample_rate: int = 16000, report: DecodeReport | None = None
+    path: str | Path,
+    *,
+    sample_rate: int = 16000,
+    report: DecodeReport | None = None,
+    audio_path: str = "swresample",
 ) -> AudioClip:
-    """Decode the first audio stream, downmix to mono and resample to ``sample_rate``.
+    """Decode the first audio stream, downmix to mono and resample to ``sample_rate`` by ``audio_path``.
 
     No audio stream raises ``MediaError(NO_AUDIO)``; undecodable audio raises ``MediaError(UNDECODABLE)``.
     A mid-stream error keeps the samples decoded so far and marks ``report`` PARTIAL (without a report it
@@ -29,6 +43,7 @@ def read_audio(
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    check_audio_path(audio_path)
     path = Path(path)
     if not path.is_file():
         raise MediaError(Outcome.NOT_FOUND, "file not found; check the path", path)
@@ -42,13 +57,15 @@ def read_audio(
         if not container.streams.audio:
             raise MediaError(Outcome.NO_AUDIO, "no audio stream", path)
         stream = container.streams.audio[0]
-        parts, start_s, failure = _decode_resampled(container, stream, sample_rate)
+        if audio_path == "swresample":
+            parts, start_s, failure = _decode(container, stream, _swresample_mono(sample_rate))
+            samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        else:
+            parts, start_s, failure = _decode(container, stream, _int16_native())
+            samples = _int16_resampy(parts, stream.codec_context.sample_rate, sample_rate)
         declared_s = (
             float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
         )
-    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    # AAC decoding and resampling overshoot full scale slightly; the contract is [-1, 1] (as an int16 path gives).
-    np.clip(samples, -1.0, 1.0, out=samples)
     if failure is None and declared_s is not None:
         failure = _short_of_declared(samples.size / sample_rate, declared_s)
     if failure is not None and samples.size == 0:
@@ -62,10 +79,13 @@ def read_audio(
     return AudioClip(samples=samples, sample_rate=sample_rate, start_s=start_s)
 
 
-def _decode_resampled(
-    container: av.container.InputContainer, stream: av.AudioStream, sample_rate: int
+Convert = Callable[[av.AudioFrame | None], list[np.ndarray]]  # a decoded frame (None: flush) -> arrays
+
+
+def _decode(
+    container: av.container.InputContainer, stream: av.AudioStream, convert: Convert
 ) -> tuple[list[np.ndarray], float, str | None]:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    """Every decoded frame through ``convert``; a mid-stream error keeps what came before it."""
     parts: list[np.ndarray] = []
     start_s: float | None = None
     failure = None
@@ -74,11 +94,56 @@ def _decode_resampled(
             for frame in packet.decode():
                 if start_s is None and frame.pts is not None and frame.time_base is not None:
                     start_s = float(frame.pts * frame.time_base)
-                parts.extend(_mono(out) for out in resampler.resample(frame))
+                parts.extend(convert(frame))
     except av.FFmpegError as err:
         failure = f"audio decoding stopped: {err}"
-    parts.extend(_mono(out) for out in resampler.resample(None))
+    parts.extend(convert(None))
     return parts, start_s or 0.0, failure
+
+
+def _swresample_mono(sample_rate: int) -> Convert:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+
+    def convert(frame: av.AudioFrame | None) -> list[np.ndarray]:
+        return [
+            out.to_ndarray().reshape(-1).astype(np.float32, copy=False) for out in resampler.resample(frame)
+        ]
+
+    return convert
+
+
+def _int16_native() -> Convert:
+    """(channels, n) int16 at the native rate and layout: FFmpeg's own float -> s16 conversion (round to
+    nearest, saturate), the one that wrote the published pipeline's WAV files."""
+    resampler: av.AudioResampler | None = None
+
+    def convert(frame: av.AudioFrame | None) -> list[np.ndarray]:
+        nonlocal resampler
+        if resampler is None:
+            if frame is None:
+                return []
+            resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=frame.sample_rate)
+        return [out.to_ndarray() for out in resampler.resample(frame)]
+
+    return convert
+
+
+def _int16_resampy(parts: list[np.ndarray], native_rate: int, sample_rate: int) -> np.ndarray:
+    """torchvggish's ``wavfile_to_examples`` up to the log-mel: / 32768.0, channel mean, resampy."""
+    if not parts:
+        return np.zeros(0, np.float32)
+    # per decoded frame, (n, channels) as soundfile reads a WAV: each row's mean is the reference's
+    mono = np.concatenate([np.mean(part.T / INT16_SCALE, axis=1) for part in parts])
+    if native_rate != sample_rate:
+        import resampy  # imported here: numba compiles it on first use, only this path pays for that
+
+        mono = resampy.resample(mono, native_rate, sample_rate)
+    return mono.astype(np.float32)
+
+
+def check_audio_path(audio_path: str) -> None:
+    if audio_path not in AUDIO_PATHS:
+        raise ValueError(f"unknown audio path {audio_path!r}; choose one of {', '.join(AUDIO_PATHS)}")
 
 
 def _short_of_declared(decoded_s: float, declared_s: float) -> str | None:
@@ -87,7 +152,3 @@ def _short_of_declared(decoded_s: float, declared_s: float) -> str | None:
     if decoded_s < declared_s - (TRUNCATION_SLACK_S + 0.01 * declared_s):
         return f"truncated: audio ends at {decoded_s:.2f} s but the stream declares {declared_s:.2f} s"
     return None
-
-
-def _mono(frame: av.AudioFrame) -> np.ndarray:
-    return frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.decode.backends import FrameBackend, FrameReader, get_backend
 from pipeline.decode.backends.base import PendingFrame, PendingWrite
 from pipeline.decode.buffers import BufferPool
-from pipeline.decode.sampling import SamplePlan, plan_samples
+from pipeline.decode.sampling import FRAME_RULES, SamplePlan, plan_samples
 from pipeline.decode.types import DecodeReport, FrameChunk, MediaError, Outcome
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,21 @@ def iter_frames(
     decoder_threads: int = 0,
     start_s: float = 0.0,
     end_s: float | None = None,
+    frame_rule: str = "pts",
     report: DecodeReport | None = None,
     _allow_test_backend: bool = False,
 ) -> Iterator[FrameChunk]:
-    """Yield chunks of at most ``chunk_frames`` frames displayed at t_k = t0 + k/fps (every frame if None).
+    """Yield chunks of at most ``chunk_frames`` frames sampled at ``fps`` (every frame if None).
 
+    ``frame_rule`` picks the frame of each target: ``pts`` the one displayed at t_k = t0 + k/fps, ``ffmpeg``
+    the one FFmpeg's ``fps`` filter emits (:mod:`pipeline.decode.sampling`, docs/benchmark-mode.md).
     ``start_s``/``end_s`` bound the targets to [start_s, end_s) in stream seconds. ``report`` (optional)
     receives the outcome, error text and the number of frames delivered. ``backend`` is a name from
     :data:`pipeline.decode.BACKENDS`, configured by ``decoder_threads`` as in
     :func:`pipeline.decode.backends.get_backend` (0: this one stream may use every core; 1: one thread, for
     callers that run one decoder per core), or a configured backend object (e.g. ``PyAVBackend(seek=False)``).
     """
-    check_args(fps, chunk_frames, start_s, end_s)
+    check_args(fps, chunk_frames, start_s, end_s, frame_rule)
     path = Path(path)
     _check_file(path)
     if isinstance(backend, str):
@@ -68,7 +71,7 @@ def iter_frames(
         times, stream_end = reader.frame_times()
         if times.size == 0:
             raise MediaError(Outcome.UNDECODABLE, "the video stream has no frames", path)
-        plan = plan_samples(times, stream_end, fps=fps, start_s=start_s, end_s=end_s)
+        plan = plan_samples(times, stream_end, fps=fps, start_s=start_s, end_s=end_s, frame_rule=frame_rule)
         yield from _deliver(reader, path, times, plan, chunk_frames, report)
     finally:
         reader.close()
@@ -163,7 +166,11 @@ class _ChunkBuilder:
         )
 
 
-def check_args(fps: float | None, chunk_frames: int, start_s: float, end_s: float | None) -> None:
+def check_args(
+    fps: float | None, chunk_frames: int, start_s: float, end_s: float | None, frame_rule: str = "pts"
+) -> None:
+    if frame_rule not in FRAME_RULES:
+        raise ValueError(f"unknown frame rule {frame_rule!r}; choose one of {', '.join(FRAME_RULES)}")
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None (every frame), got {fps}")
     if chunk_frames < 1:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.decode._child import DecodeRequest
+from pipeline.decode.audio import check_audio_path
 from pipeline.decode.backends import BACKENDS, TEST_BACKENDS
 from pipeline.decode.decoders import POOL, START_METHOD, DecoderProcess
 from pipeline.decode.frames import DEFAULT_BACKEND, check_args
@@ -59,6 +60,8 @@ def open_guarded(
     prefetch_chunks: int = 2,
     start_s: float = 0.0,
     end_s: float | None = None,
+    frame_rule: str = "pts",
+    audio_path: str = "swresample",
     start_method: str = START_METHOD,
     transport: str = DEFAULT_TRANSPORT,
     reuse: bool = True,
@@ -70,7 +73,8 @@ def open_guarded(
     decode. ``reuse=False`` starts a fresh child and stops it afterwards (benchmarks time the start).
     Arguments as in :func:`pipeline.decode.iter_frames` / :func:`pipeline.decode.read_audio`.
     """
-    check_args(fps, chunk_frames, start_s, end_s)
+    check_args(fps, chunk_frames, start_s, end_s, frame_rule)
+    check_audio_path(audio_path)
     if backend not in BACKENDS + TEST_BACKENDS:
         raise ValueError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if timeout_s <= 0 or prefetch_chunks < 1:
@@ -78,7 +82,17 @@ def open_guarded(
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
     request = DecodeRequest(
-        str(path), fps, chunk_frames, want_audio, audio_rate, backend, decoder_threads, start_s, end_s
+        str(path),
+        fps,
+        chunk_frames,
+        want_audio,
+        audio_rate,
+        backend,
+        decoder_threads,
+        start_s,
+        end_s,
+        frame_rule,
+        audio_path,
     )
     if mp.current_process().daemon:
         raise RuntimeError(

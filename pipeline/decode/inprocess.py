@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.decode.audio import read_audio
+from pipeline.decode.audio import check_audio_path, read_audio
 from pipeline.decode.frames import DEFAULT_BACKEND, check_args, iter_frames
 from pipeline.decode.types import AudioClip, DecodeReport, FrameChunk, MediaError
 
@@ -27,13 +27,26 @@ def open_inprocess(
     decoder_threads: int = 0,
     start_s: float = 0.0,
     end_s: float | None = None,
+    frame_rule: str = "pts",
+    audio_path: str = "swresample",
     **_guard_options: object,
 ) -> InProcessDecode:
     """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not
     apply."""
-    check_args(fps, chunk_frames, start_s, end_s)
+    check_args(fps, chunk_frames, start_s, end_s, frame_rule)
+    check_audio_path(audio_path)
     return InProcessDecode(
-        path, fps, chunk_frames, want_audio, audio_rate, backend, decoder_threads, start_s, end_s
+        path,
+        {
+            "fps": fps,
+            "chunk_frames": chunk_frames,
+            "backend": backend,
+            "decoder_threads": decoder_threads,
+            "start_s": start_s,
+            "end_s": end_s,
+            "frame_rule": frame_rule,
+        },
+        {"sample_rate": audio_rate, "audio_path": audio_path} if want_audio else None,
     )
 
 
@@ -41,28 +54,11 @@ class InProcessDecode:
     """``frames()``, ``audio()``, ``report`` and ``audio_report`` as in
     :class:`pipeline.decode.GuardedDecode`."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        fps: float | None,
-        chunk_frames: int,
-        want_audio: bool,
-        audio_rate: int,
-        backend: str,
-        decoder_threads: int,
-        start_s: float,
-        end_s: float | None,
-    ):
+    def __init__(self, path: str | Path, frame_args: dict, audio_args: dict | None):
+        """``frame_args`` for :func:`iter_frames`; ``audio_args`` for :func:`read_audio`, None: no audio."""
         self.path = str(path)
-        self._frame_args = {
-            "fps": fps,
-            "chunk_frames": chunk_frames,
-            "backend": backend,
-            "decoder_threads": decoder_threads,
-            "start_s": start_s,
-            "end_s": end_s,
-        }
-        self._want_audio, self._audio_rate = want_audio, audio_rate
+        self._frame_args = frame_args
+        self._audio_args = audio_args
         self.report = DecodeReport(self.path)
         self.audio_report = DecodeReport(self.path)
 
@@ -77,10 +73,10 @@ class InProcessDecode:
 
     def audio(self) -> AudioClip | None:
         """The mono clip, or None with the reason in ``audio_report``."""
-        if not self._want_audio:
+        if self._audio_args is None:
             raise ValueError("audio was not requested: open_inprocess(..., want_audio=True)")
         try:
-            clip = read_audio(self.path, sample_rate=self._audio_rate, report=self.audio_report)
+            clip = read_audio(self.path, report=self.audio_report, **self._audio_args)
         except MediaError as err:
             self.audio_report.outcome, self.audio_report.error = err.outcome, err.reason
             return None

@@ -106,7 +106,8 @@ class FrameChunk:
 
 @dataclass
 class AudioClip:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``; ``start_s`` is the pts of the first sample."""
+    """Mono float32 samples at ``sample_rate``, full scale 1 but not clipped (loud peaks may exceed it);
+    ``start_s`` is the pts of the first sample."""
 
     samples: np.ndarray
     sample_rate: int

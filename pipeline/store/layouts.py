@@ -1,4 +1,4 @@
-"""Export a store to, and import it from, the published AV-GZSL layouts and video_features npy files.
+"""Export stores to, and import them from, the published AV-GZSL layouts and video_features npy files.
 
 Layouts (REFERENCE §1.3, §6.1):
 
@@ -6,13 +6,18 @@ Layouts (REFERENCE §1.3, §6.1):
   mean per video) and ``video_urls`` (variable-length UTF-8 strings; byte strings accepted on import).
 - ``pkl`` (TCaF, temporal): ``<modality>/<split>/<Class>.pkl``, a dict ``features`` (list of (T_i, D)
   arrays), ``video_names`` (list of bytes) and ``fps`` (list of ints).
-- ``npy`` (video_features): ``<video_id>_<key>.npy`` (T, D) plus ``<video_id>_timestamps_ms.npy`` (row
+- ``npy`` (video_features): ``<key>/<video_id>_<key>.npy`` (T, D), one folder per extractor as video_features
+  writes them (``output/<feature_type>/``), plus ``<video_id>_timestamps_ms.npy`` (row
   start times in ms, as video_features writes) and ``<video_id>_window_s.npy`` ((T, 2) start/end seconds,
   ours, so a round trip keeps exact windows).
 
-Exports need labels and splits, so they take a manifest (video_id, label, split). An import writes the
-store plus ``manifest.parquet`` (video_id, path, label, split) inside the store directory, so published
-features train without re-extraction. Layouts without timestamps import with NaN start/end seconds.
+Exports need labels and splits, so they take a manifest (video_id, label, split), and write only videos
+that every exported store has: the h5/pkl layouts take an audio and a visual store together, because the
+AV-GZSL loaders read both trees and require the same videos in the same order. Each layout folder also gets
+``avzsl_export.json`` (which extractor, weights and mode made each modality), which an import reads back.
+An import writes the store plus ``manifest.parquet`` (video_id, path, label, split) inside the store
+directory, so published features train without re-extraction. Layouts without timestamps import with NaN
+start/end seconds.
 """
 
 from __future__ import annotations
@@ -37,9 +42,13 @@ from pipeline.store.shard import fsync_file
 from pipeline.store.store import FeatureStore, StoreError
 
 LAYOUTS = ("h5", "pkl", "npy")
+GROUPED_LAYOUTS = ("h5", "pkl")  # audio and video side by side, read together by the AV-GZSL loaders
 LAYOUT_DIRS = {"h5": "averaged", "pkl": "non_averaged", "npy": "npy"}
 IMPORT_MANIFEST = "manifest.parquet"
+EXPORT_INFO = "avzsl_export.json"  # in each layout folder: what made each modality (random weights or not)
 DEFAULT_FPS = 25  # what the published temporal files record (REFERENCE §1.3)
+VF_AUDIO_KEYS = ("vggish",)  # video_features' audio feature types; every other one is visual
+NPY_AUXILIARY = ("timestamps_ms", "window_s", "fps")  # per-video files beside the features, not features
 _IMPORT_SHARD_VIDEOS = 1000
 STAGE2_TRAIN_FROM = ("s1_train", "s1_val_seen", "s1_val_unseen")
 
@@ -48,8 +57,13 @@ STAGE2_TRAIN_FROM = ("s1_train", "s1_val_seen", "s1_val_unseen")
 class ExportReport:
     out_dir: Path
     files: int = 0
-    videos: int = 0
-    not_in_store: list[str] = field(default_factory=list)  # manifest videos without features (failed/absent)
+    videos: int = 0  # manifest videos exported: those with features in every store
+    missing: dict[str, list[str]] = field(default_factory=dict)  # store label -> manifest videos it lacks
+
+    @property
+    def dropped(self) -> list[str]:
+        """Manifest videos left out because at least one store has no features for them."""
+        return sorted(set().union(*self.missing.values()))
 
 
 def modality_dir(store: FeatureStore) -> str:
@@ -58,44 +72,104 @@ def modality_dir(store: FeatureStore) -> str:
     return "audio" if modality == "audio" else "video"
 
 
-def export_store(
-    store: FeatureStore, manifest: pd.DataFrame, out_dir: str | Path, layouts: tuple[str, ...] = LAYOUTS
+def store_label(store: FeatureStore) -> str:
+    return f"{store.header.get('spec', {}).get('name', store.path.name)} ({modality_dir(store)})"
+
+
+def export_stores(
+    stores: list[FeatureStore],
+    manifest: pd.DataFrame,
+    out_dir: str | Path,
+    layouts: tuple[str, ...] = LAYOUTS,
 ) -> ExportReport:
-    """Write the store's ok/partial videos in the requested layouts under ``out_dir/<layout dir>/``."""
+    """Write the manifest videos that have features in every store, in the requested layouts.
+
+    The h5/pkl layouts hold one audio and one visual store side by side: the AV-GZSL loaders read both
+    trees and assert that they list the same videos in the same order, so a video missing from either
+    store is left out of both (``report.missing`` says which and why). The npy layout (video_features)
+    takes any stores and writes each into a folder named after its extractor.
+    """
     unknown = set(layouts) - set(LAYOUTS)
     if unknown:
         raise StoreError(f"unknown export layout(s) {sorted(unknown)}; choose from {LAYOUTS}")
+    if not stores:
+        raise StoreError("nothing to export: pass at least one store")
+    by_modality = {modality_dir(store): store for store in stores}
+    keys = [_npy_key(store) for store in stores]
+    if "npy" in layouts and len(set(keys)) < len(keys):
+        raise StoreError(f"the npy layout writes one folder per extractor; several stores are named {keys}")
+    if set(layouts) & set(GROUPED_LAYOUTS) and (len(stores) != 2 or set(by_modality) != {"audio", "video"}):
+        given = ", ".join(store_label(s) for s in stores)
+        raise StoreError(
+            f"the h5/pkl layouts hold audio and video together (the AV-GZSL loaders need the same videos in "
+            f"both), so they need one audio and one visual store; got {given}. Use --layout npy for other sets"
+        )
     report = ExportReport(Path(out_dir))
-    index = store.index()
-    has_rows = index["shard"].notna()
-    available = set(index.index[has_rows])
-    report.not_in_store = sorted(set(manifest["video_id"]) - available)
-    rows = manifest[manifest["video_id"].isin(available)]
+    wanted = set(manifest["video_id"])
+    available = [_with_features(store) for store in stores]
+    for store, have in zip(stores, available, strict=True):
+        if wanted - have:
+            report.missing[store_label(store)] = sorted(wanted - have)
+    rows = manifest[manifest["video_id"].isin(wanted.intersection(*available))]
     report.videos = int(rows["video_id"].nunique())
-    grouped = set(layouts) & {"h5", "pkl"}
-    if grouped:
-        for column in ("label", "split"):
-            if column not in rows.columns or rows[column].isna().any():
-                raise StoreError(
-                    f"manifest: column {column!r} missing or empty; the h5/pkl layouts need label and split"
-                )
     for layout in layouts:
         root = report.out_dir / LAYOUT_DIRS[layout]
-        if layout == "npy":
-            for video_id in rows["video_id"].drop_duplicates():
-                _write_npy(store, str(video_id), root)
-                report.files += 1
+        if layout != "npy":
+            report.files += _write_grouped(by_modality, rows, root, layout)
+            _write_export_info(root, stores)
             continue
-        folder = root / modality_dir(store)
-        for (split, label), group in _with_stage2_train(rows).groupby(["split", "label"], sort=True):
-            ids = [str(v) for v in group["video_id"]]
-            target = folder / split_folder(str(split)) / f"{label}.{layout}"
+        for store in stores:
+            folder = root / _npy_key(store)
+            for video_id in rows["video_id"].drop_duplicates():
+                _write_npy(store, str(video_id), folder)
+                report.files += 1
+            _write_export_info(folder, [store])
+    return report
+
+
+def _with_features(store: FeatureStore) -> set[str]:
+    index = store.index()
+    return set(index.index[index["shard"].notna()])
+
+
+def _write_grouped(by_modality: dict[str, FeatureStore], rows: pd.DataFrame, root: Path, layout: str) -> int:
+    """One file per (modality, split, class); the audio and video file of a class are written one after
+    the other, so both split folders list their files in the same order (AVCA iterates them unsorted)."""
+    for column in ("label", "split"):
+        if column not in rows.columns or rows[column].isna().any():
+            raise StoreError(
+                f"manifest: column {column!r} missing or empty; the h5/pkl layouts need label and split"
+            )
+    files = 0
+    for (split, label), group in _with_stage2_train(rows).groupby(["split", "label"], sort=True):
+        ids = [str(v) for v in group["video_id"]]
+        for modality, store in sorted(by_modality.items()):
+            target = root / modality / split_folder(str(split)) / f"{label}.{layout}"
             if layout == "h5":
                 _write_h5(target, store.pooled(ids)[1], ids)
             else:
                 _write_pkl(target, [store.features(v) for v in ids], ids, _fps(store))
-            report.files += 1
-    return report
+            files += 1
+    return files
+
+
+def _write_export_info(root: Path, stores: list[FeatureStore]) -> None:
+    """Record what made each exported modality, so an import keeps e.g. the random-weights label."""
+    entries = []
+    for store in stores:
+        spec = store.header.get("spec", {})
+        entries.append(
+            {
+                "modality": modality_dir(store),
+                "extractor": spec.get("name"),
+                "mode": spec.get("mode"),
+                "weights_id": spec.get("weights_id"),
+                "fingerprint": store.fingerprint,
+                "random_weights": store.random_weights,
+            }
+        )
+    text = json.dumps({"stores": entries}, indent=2, sort_keys=True) + "\n"
+    _atomic(root / EXPORT_INFO, lambda tmp: tmp.write_text(text))
 
 
 def import_layout(
@@ -109,8 +183,10 @@ def import_layout(
     """Read a published layout into a (new or matching) store and write its manifest beside the shards.
 
     ``src`` is the modality folder (``.../cls_features/audio``) for h5/pkl, or a folder of npy files.
-    ``modality`` (audio|video) is taken from ``src``'s name when not given; ``key`` names the npy feature
-    (``<video_id>_<key>.npy``) and is inferred when the folder holds one kind only.
+    ``modality`` (audio|video) is taken from ``src``'s name for h5/pkl; for npy from our export's record,
+    else from the key (video_features' ``vggish`` is audio, its other features visual). ``key`` names the npy
+    feature (``<video_id>_<key>.npy``) and is inferred when the folder holds one kind only. Features that
+    ``avzsl store export`` wrote keep what made them (random weights stay labelled as such).
     """
     src = Path(src)
     if layout not in LAYOUTS:
@@ -119,14 +195,29 @@ def import_layout(
         raise StoreError(f"{src}: not a directory; pass the folder holding the {layout} files")
     if layout == "npy":
         key = key or _infer_npy_key(src)
+        origin = _export_origin(src / EXPORT_INFO, extractor=key)
+        if modality is None:
+            modality = origin["modality"] if origin else ("audio" if key in VF_AUDIO_KEYS else "video")
         items = _read_npy(src, key)
-        modality = modality or "video"
     else:
         modality = modality or (src.name if src.name in ("audio", "video") else None)
         if modality not in ("audio", "video"):
             raise StoreError(f"{src}: cannot tell audio from video; pass modality='audio' or 'video'")
+        origin = _export_origin(src.parent / EXPORT_INFO, modality=modality)
         items = _read_grouped(src, layout)
-    return _fill_store(items, Path(store_path), layout, src, modality, key)
+    return _fill_store(items, Path(store_path), layout, src, modality, key, origin)
+
+
+def _export_origin(path: Path, **match: str) -> dict | None:
+    """The record ``export_stores`` left for the store matching ``match``, or None (published files)."""
+    if not path.is_file():
+        return None
+    try:
+        entries = json.loads(path.read_text())["stores"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StoreError(f"{path}: unreadable export record ({err}); remove it or re-export") from None
+    found = [e for e in entries if all(e.get(k) == v for k, v in match.items())]
+    return found[0] if len(found) == 1 else None
 
 
 def split_folder(split: str) -> str:
@@ -169,10 +260,14 @@ def _write_pkl(path: Path, features: list[np.ndarray], ids: list[str], fps: int)
     _atomic(path, write)
 
 
+def _npy_key(store: FeatureStore) -> str:
+    return str(store.header.get("spec", {}).get("name", "features"))
+
+
 def _write_npy(store: FeatureStore, video_id: str, root: Path) -> None:
     features = store.features(video_id)
     start, end = store.timestamps(video_id)
-    key = store.header.get("spec", {}).get("name", "features")
+    key = _npy_key(store)
     for suffix, array in (
         (key, features),
         ("timestamps_ms", start * 1000.0),
@@ -244,16 +339,16 @@ def _text(value: object) -> str:
 
 
 def _infer_npy_key(src: Path) -> str:
+    """The one feature key of ``<video_id>_<key>.npy`` files beside their auxiliary files (fps, times)."""
     keys = set()
-    for stamp in src.rglob("*_timestamps_ms.npy"):
-        stem = stamp.name[: -len("_timestamps_ms.npy")]
-        for candidate in stamp.parent.glob(f"{stem}_*.npy"):
-            suffix = candidate.name[len(stem) + 1 : -len(".npy")]
-            if suffix not in ("timestamps_ms", "window_s", "fps"):
-                keys.add(suffix)
+    for path in src.rglob("*_*.npy"):
+        stem = path.name[: -len(".npy")]
+        if not any(stem.endswith(f"_{aux}") for aux in NPY_AUXILIARY):
+            keys.add(stem.rsplit("_", 1)[1])
     if len(keys) != 1:
         raise StoreError(
-            f"{src}: cannot infer the feature key from {sorted(keys) or 'no *_timestamps_ms.npy files'}; pass key="
+            f"{src}: cannot infer the feature key from {sorted(keys) or 'no <video>_<key>.npy files'}; "
+            "pass --key"
         )
     return keys.pop()
 
@@ -278,18 +373,24 @@ def _read_npy(src: Path, key: str) -> Iterator[_Item]:
 
 
 def _fill_store(
-    items: Iterator[_Item], store_path: Path, layout: str, src: Path, modality: str, key: str | None
+    items: Iterator[_Item],
+    store_path: Path,
+    layout: str,
+    src: Path,
+    modality: str,
+    key: str | None,
+    origin: dict | None,
 ):
     first = next(items, None)
     if first is None:
         raise StoreError(f"{src}: no videos found")
     spec = {
-        "name": key or f"imported-{layout}",
+        "name": key or (origin or {}).get("extractor") or f"imported-{layout}",
         "modality": "audio" if modality == "audio" else "visual",
-        "imported_from": {"layout": layout, "source": src.name},
+        "imported_from": {"layout": layout, "source": src.name, "exported_by_avzsl": origin},
         "output_dim": int(first.features.shape[1]),
         "output_dtype": first.features.dtype.name,
-        "random_weights": False,
+        "random_weights": bool(origin and origin.get("random_weights")),
     }
     fingerprint = "import-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     store = FeatureStore.create(store_path, spec, fingerprint)

@@ -20,7 +20,7 @@ from pipeline.store import (
     repair_store,
     verify_store,
 )
-from pipeline.store.layouts import LAYOUTS, export_store, import_layout
+from pipeline.store.layouts import LAYOUTS, export_stores, import_layout, modality_dir, store_label
 from workflows.cli import UsageError
 
 STORE_HELP = "a store, or an `avzsl extract --out` folder (every store inside)"
@@ -54,19 +54,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compact = actions.add_parser("compact", help="merge index parts, delete shards no record uses")
     compact.add_argument("store", type=Path, help=STORE_HELP)
 
-    export = actions.add_parser("export", help="write AV-GZSL h5/pkl layouts and video_features npy files")
-    export.add_argument("store", type=Path, help="a store, or an --out folder holding one store")
+    export = actions.add_parser(
+        "export", help="write AV-GZSL h5/pkl layouts (audio and video together) and video_features npy files"
+    )
+    export.add_argument(
+        "stores",
+        nargs="+",
+        type=Path,
+        metavar="STORE",
+        help="feature stores or `avzsl extract` output folders; h5/pkl need one audio and one visual store",
+    )
     export.add_argument(
         "--manifest", type=Path, required=True, help="manifest parquet with labels and splits"
     )
     export.add_argument("--out", type=Path, required=True, help="output folder")
-    export.add_argument("--layout", action="append", choices=LAYOUTS, help="layouts to write (default: all)")
+    export.add_argument(
+        "--layout",
+        action="append",
+        choices=LAYOUTS,
+        help="layouts to write (default: all; npy takes any stores)",
+    )
 
     imp = actions.add_parser("import", help="read published AV-GZSL h5/pkl or npy features into a store")
     imp.add_argument("store", type=Path, help="the store to create (or extend, same source)")
     imp.add_argument("--from", dest="src", type=Path, required=True, help="e.g. .../cls_features/audio")
     imp.add_argument("--layout", choices=LAYOUTS, required=True)
-    imp.add_argument("--modality", choices=("audio", "video"), help="default: the --from folder's name")
+    imp.add_argument(
+        "--modality",
+        choices=("audio", "video"),
+        help="default: the --from folder's name (h5/pkl), the export record or the key (npy)",
+    )
     imp.add_argument("--key", help="npy feature key (<video_id>_<key>.npy); inferred when unique")
     parser.set_defaults(func=run)
 
@@ -76,17 +93,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "import":
             store = import_layout(args.src, args.store, args.layout, modality=args.modality, key=args.key)
             summary = store.summary()
+            tag = " [RANDOM WEIGHTS: not real features]" if store.random_weights else ""
             print(
-                f"imported {summary['videos']} videos into {store.path} (manifest: {store.path}/manifest.parquet)"
+                f"imported {summary['videos']} {modality_dir(store)} videos into {store.path}{tag} "
+                f"(manifest: {store.path}/manifest.parquet)"
             )
             return 0
-        paths = find_stores(args.store)
         if args.action == "export":
-            if len(paths) > 1:
-                names = ", ".join(p.name for p in paths)
-                raise UsageError(f"{args.store}: holds {len(paths)} stores ({names}); export one of them")
-            return _export(FeatureStore.open(paths[0]), args)
-        stores = [FeatureStore.open(path) for path in paths]
+            return _export(args)
+        stores = [FeatureStore.open(path) for path in find_stores(args.store)]
         if args.action == "info":
             return _info(stores, args.json)
         status = 0
@@ -142,14 +157,20 @@ def _verify(store: FeatureStore, quick: bool) -> int:
     return 1 if errors else 0
 
 
-def _export(store: FeatureStore, args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace) -> int:
     manifest = VideoManifest.read_parquet(args.manifest).table
-    report = export_store(store, manifest, args.out, tuple(args.layout or LAYOUTS))
+    stores = [FeatureStore.open(path) for store_arg in args.stores for path in find_stores(store_arg)]
+    report = export_stores(stores, manifest, args.out, tuple(args.layout or LAYOUTS))
     print(f"wrote {report.files} files for {report.videos} videos under {report.out_dir}")
-    if report.not_in_store:
-        print(f"{len(report.not_in_store)} manifest videos have no features (failed or not extracted), e.g.")
-        for video_id in report.not_in_store[:5]:
-            print(f"  {video_id}")
+    if report.dropped:
+        print(
+            f"left out {len(report.dropped)} manifest videos that lack features in a store (failed or absent):"
+        )
+        for label, ids in report.missing.items():
+            print(f"  {len(ids)} without {label} features, e.g. {', '.join(ids[:5])}")
+    for store in stores:
+        if store.random_weights:
+            print(f"  {store_label(store)}: RANDOM WEIGHTS, not real features (recorded in the export)")
     return 0
 
 
