@@ -90,6 +90,7 @@ def load_gzsl_data(cfg: DataConfig) -> GZSLData:
         embedding_path=cfg.embedding_path,
         name_map_csv=cfg.name_map_csv,
         indexing=cfg.indexing,
+        window_tolerance_s=cfg.window_tolerance_s,
     )
 
 

@@ -244,6 +244,9 @@ class DataConfig(ConfigModel):
     embedding_path: str | None = None
     name_map_csv: str | None = None
     indexing: Literal["corrected", "published"] = "corrected"
+    window_tolerance_s: float = Field(
+        1.0, gt=0, description="stores, temporal: how far apart audio and visual windows may start or end"
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from model.data.alignment import WindowMismatch
 from model.data.embeddings import (
     class_embedding_matrix,
     glove_vectors,
@@ -243,13 +244,45 @@ def _manifest_and_stores(temporal: bool):
     return pd.DataFrame(rows), feats_a, feats_v, syn
 
 
+def _spread_over(features: dict[str, np.ndarray], seconds: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Timestamps that cut each video's ``seconds`` into as many equal windows as it has rows."""
+    out = {}
+    for vid, rows in features.items():
+        edges = np.linspace(0.0, seconds, len(rows) + 1)
+        out[vid] = (edges[:-1], edges[1:])
+    return out
+
+
+def test_temporal_stores_whose_windows_do_not_line_up_are_refused(tmp_path):
+    manifest, fa, fv, syn = _manifest_and_stores(True)
+    shifted = manifest.video_id[5]
+    visual_times = _spread_over(fv, seconds=6.0)
+    visual_times[shifted] = tuple(t + 30.0 for t in visual_times[shifted])  # e.g. a trimmed copy
+    args = (InMemoryStore(fa, timestamps=_spread_over(fa, seconds=6.0)),)
+    kwargs = {"temporal": True, "embeddings": "w2v", "embedding_path": _embedding_npz(syn, tmp_path)}
+    with pytest.raises(
+        WindowMismatch, match=rf"1 of \d+ videos .* {shifted}: audio 0.00-6.00 s, visual 30.00-36.00 s"
+    ):
+        load_from_stores(*args, InMemoryStore(fv, timestamps=visual_times), manifest, **kwargs)
+    # within one window (here the longest window is 6 s / 1 row) the offset is tolerated
+    visual_times[shifted] = tuple(t + 0.5 for t in _spread_over(fv, seconds=6.0)[shifted])
+    load_from_stores(*args, InMemoryStore(fv, timestamps=visual_times), manifest, **kwargs)
+    # averaged features are not paired step by step: no check
+    load_from_stores(
+        *args, InMemoryStore(fv, timestamps={shifted: (np.array([99.0]), np.array([100.0]))}), manifest,
+        temporal=False, embeddings="w2v", embedding_path=kwargs["embedding_path"],
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("temporal", [False, True])
 def test_store_source_joins_on_video_id_and_records_failures(temporal, tmp_path):
     manifest, fa, fv, syn = _manifest_and_stores(temporal)
     bad = manifest.video_id[0]
     del fv[bad]
-    audio = InMemoryStore(fa)
-    visual = InMemoryStore(fv, failed={bad: "no_video: stream missing"})
+    audio = InMemoryStore(fa, timestamps=_spread_over(fa, seconds=6.0))
+    visual = InMemoryStore(
+        fv, failed={bad: "no_video: stream missing"}, timestamps=_spread_over(fv, seconds=6.0)
+    )
     data = load_from_stores(
         audio,
         visual,

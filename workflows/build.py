@@ -306,7 +306,7 @@ def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
         from model.config import RunConfig
 
         run_dir = ctx.run_dir(out)
-        run_cfg = RunConfig(data=_train_data(cfg, ctx.workdir), train=train_cfg)
+        run_cfg = RunConfig(data=_train_data(cfg, ctx.workdir, name), train=train_cfg)
         run_cfg.to_yaml(
             run_dir / RUN_CONFIG
         )  # `avzsl train --config <run>/run.yaml` re-runs this model alone
@@ -318,17 +318,18 @@ def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
     else:
         audio, visual = (c.key or c.name for c in (cfg.extract.audio, cfg.extract.visual))
         deps = (f"extract:{audio}", f"extract:{visual}", "embed")
-        params = {"train": train_cfg.to_dict()}
+        params = {"train": train_cfg.to_dict(), "temporal": cfg.train.temporal(name)}
     return Stage(f"train:{name}", run, params, deps, (f"{out}/{LATEST}/metrics.json",), ("model",))
 
 
-def _train_data(cfg: WorkflowConfig, workdir: Path) -> DataConfig:
+def _train_data(cfg: WorkflowConfig, workdir: Path, model: str) -> DataConfig:
     """The data section of a model's run config; our stores by absolute path, so it runs from anywhere."""
     if cfg.kind == "published":
         return cfg.published
     workdir = workdir.resolve()
     return DataConfig(
         source="stores",
+        temporal=cfg.train.temporal(model),
         audio_store=str(store_path(workdir, cfg.extract.audio)),
         visual_store=str(store_path(workdir, cfg.extract.visual)),
         manifest=str(workdir / MANIFEST),

@@ -88,6 +88,24 @@ class EmbedStep(ConfigModel):
 
 class TrainStep(ConfigModel):
     models: dict[str, TrainConfig] = Field(default_factory=lambda: {"daan": TrainConfig(model="daan")})
+    inputs: dict[str, Literal["averaged", "temporal"]] = Field(
+        default_factory=dict,
+        description="per model key: averaged or temporal (per-window) features from the stores; default "
+        "the model's first kind (averaged for avca and daan, temporal for tcaf)",
+    )
+
+    @model_validator(mode="after")
+    def _known_inputs(self) -> TrainStep:
+        unknown = sorted(set(self.inputs) - set(self.models))
+        if unknown:
+            raise ValueError(f"inputs names {unknown}, which are not among the models {sorted(self.models)}")
+        return self
+
+    def temporal(self, name: str) -> bool:
+        """Whether model ``name`` trains on per-window sequences."""
+        from model.registry import get_spec
+
+        return self.inputs.get(name, get_spec(self.models[name].model).inputs[0]) == "temporal"
 
 
 class WorkflowConfig(ConfigModel):

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 import numpy as np
 import pandas as pd
 
+from model.data.alignment import check_windows
 from model.data.embeddings import Indexing, class_embeddings, read_name_map
 from model.data.gzsl import STAGE_FOLDERS, GZSLData, StageData, assemble, class_ids
 from model.data.published import read_class_split
@@ -39,21 +40,35 @@ class FeatureSource(Protocol):
 
     def pooled(self, video_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]: ...
 
+    def timestamps(self, video_id: str) -> tuple[np.ndarray, np.ndarray]: ...  # start_s, end_s per row
+
 
 class InMemoryStore:
-    """A feature store held in memory: ``{video_id: (T, D)}`` plus ``{video_id: reason}`` for failures."""
+    """A feature store held in memory: ``{video_id: (T, D)}`` plus ``{video_id: reason}`` for failures.
+
+    Row i covers [i, i + 1) seconds unless ``timestamps`` gives a video's (start_s, end_s) per row.
+    """
 
     def __init__(
         self,
         features: dict[str, np.ndarray],
         failed: dict[str, str] | None = None,
         random_weights: bool = False,
+        timestamps: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self._features = {
             k: np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]) for k, v in features.items()
         }
         self._failed = dict(failed or {})
         self.random_weights = random_weights
+        self._timestamps = dict(timestamps or {})
+
+    def timestamps(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if video_id in self._timestamps:
+            start, end = self._timestamps[video_id]
+            return np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
+        start = np.arange(len(self._features[video_id]), dtype=np.float64)
+        return start, start + 1.0
 
     def video_ids(self, status: str = "ok") -> list[str]:
         return sorted(self._features) if status == "ok" else sorted(self._failed)
@@ -90,6 +105,7 @@ def load_from_stores(
     embedding_path: str | Path | None = None,
     name_map_csv: str | Path | None = None,
     indexing: Indexing = "corrected",
+    window_tolerance_s: float = 1.0,
 ) -> GZSLData:
     """Join two stores on video_id using a manifest with ``video_id, label, split``.
 
@@ -137,6 +153,8 @@ def load_from_stores(
         rows = table[(table["split"] == stage) & ~table["video_id"].isin(skip)]
         ids = rows["video_id"].astype(str).tolist()
         labels = np.array(class_ids_per_row(rows["label"].tolist(), class_names), dtype=np.int64)
+        if temporal:  # sequences are paired step by step: their windows must cover the same time
+            check_windows(ids, audio.timestamps, visual.timestamps, window_tolerance_s)
         stages[stage] = StageData(ids, labels, *(_read(src, ids, temporal) for src in (audio, visual)))
     name_map = read_name_map(name_map_csv) if name_map_csv else None
     matrix = class_embeddings(class_names, embeddings, embedding_path, name_map, indexing)
