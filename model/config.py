@@ -123,6 +123,9 @@ class TrainConfig(ConfigModel):
         2, ge=1, description="per-epoch checkpoints kept per stage (best kept apart)"
     )
     eval_batch_size: int = Field(2048, ge=1)
+    fast_paths: bool = Field(
+        True, description="CPU fast paths of model/fast.py (same function, fewer ops); false: the plain model"
+    )
     stages: Literal["both", "stage1"] = "both"
 
     @model_validator(mode="after")
