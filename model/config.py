@@ -124,7 +124,8 @@ class TrainConfig(ConfigModel):
     )
     eval_batch_size: int = Field(2048, ge=1)
     fast_paths: bool = Field(
-        True, description="CPU fast paths of model/fast.py (same function, fewer ops); false: the plain model"
+        True,
+        description="CPU fast paths of model/fast.py (same function, fewer ops) where the model has them",
     )
     stages: Literal["both", "stage1"] = "both"
 

@@ -5,7 +5,7 @@ CPU its cost is mostly per-operation overhead, not arithmetic. Every class and f
 same function as its plain counterpart in ``layers``/``avca``/``daan``/``losses`` with fewer operations;
 ``tests/test_model_fast.py`` checks each against the plain one (values and gradients).
 
-``select(enabled)`` is the one switch (``TrainConfig.fast_paths``, read by ``model/trainer.py``). With it
+``select(enabled, model)`` is the one switch (``TrainConfig.fast_paths``, read by ``model/trainer.py``). With it
 on, ``enable`` turns a plain model into its fast twin in place by swapping module classes: the parameters,
 buffers and state_dict keys stay as they are, so plain and fast models share checkpoints.
 """
@@ -424,6 +424,7 @@ PLAIN = Paths(_as_is, layers.forward_pairs, losses.avca_loss, losses.alignment_l
 FAST = Paths(enable, forward_pairs, avca_loss, alignment_loss, unimodal_triplet)
 
 
-def select(enabled: bool) -> Paths:
-    """The one switch between the plain definitions and the fast paths."""
-    return FAST if enabled else PLAIN
+def select(enabled: bool, model: nn.Module) -> Paths:
+    """The one switch: the fast paths when enabled and ``model`` has them (AVCA, DAAN), else the plain
+    definitions (a model without fast twins trains plainly whatever the switch says)."""
+    return FAST if enabled and type(model) in (AVCA, DAAN) else PLAIN

@@ -59,9 +59,10 @@ class StageTrainer:
     def __init__(self, cfg: TrainConfig, data: GZSLData, split: str, stage_index: int):
         self.cfg, self.data, self.stage_index = cfg, data, stage_index
         self.device = resolve_device(cfg.device)
-        self.paths = fast.select(cfg.fast_paths)
         torch.manual_seed(cfg.seed)  # stage 2 re-initialises exactly like stage 1 (AVCA: same seed)
-        self.model = self.paths.prepare(build_model(cfg, data)).to(self.device)
+        model = build_model(cfg, data)
+        self.paths = fast.select(cfg.fast_paths, model)
+        self.model = self.paths.prepare(model).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one vectorised kernel per parameter instead of ~10 ops each (the same update, ~4x faster)
         fused = self.device.type in ("cpu", "cuda")

@@ -107,8 +107,10 @@ def test_enable_swaps_every_module_with_a_twin_and_keeps_the_parameters(averaged
         fast.enable(nn.Linear(2, 2))
 
 
-def test_select_is_the_one_switch():
-    assert fast.select(True) is fast.FAST and fast.select(False) is fast.PLAIN
+def test_select_is_the_one_switch(averaged):
+    daan = build_model(tiny_config(), averaged)
+    assert fast.select(True, daan) is fast.FAST and fast.select(False, daan) is fast.PLAIN
+    assert fast.select(True, nn.Linear(2, 2)) is fast.PLAIN  # a model without fast twins trains plainly
     assert fast.PLAIN.avca_loss is losses.avca_loss and fast.PLAIN.forward_pairs is layers.forward_pairs
     assert TrainConfig().fast_paths  # the default: measured faster on CPU (docs/fast-paths.md)
 
