@@ -1,4 +1,5 @@
-"""Training-epoch speed on UCF-GZSL-sized synthetic features, three loops side by side in one run.
+"""Training-epoch speed on UCF-GZSL-sized synthetic features, three loops side by side in one run, on the
+fast paths (the default) and the plain model (``--paths``).
 
 (a) model only: forward, backward and optimiser step on ready-made batches (the math floor);
 (b) our epoch: whole-epoch pair indices + gathers from pre-loaded tensors (``StageTrainer.train_epoch``);
@@ -19,6 +20,7 @@ import os
 import random
 import tempfile
 import time
+from math import inf
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -153,9 +155,11 @@ def time_validation(trainer: StageTrainer, data: GZSLData) -> float:
     return time.perf_counter() - start
 
 
-def stage1_row(name: str, data: GZSLData, args: argparse.Namespace) -> list[object]:
+def stage1_row(name: str, path: str, data: GZSLData, args: argparse.Namespace) -> list[object]:
     """One real stage-1 run with the protocol's defaults, timed from start to metrics.json."""
-    cfg = TrainConfig(model=name, batch_size=args.batch_size, device=args.device, stages="stage1")
+    cfg = TrainConfig(
+        model=name, batch_size=args.batch_size, device=args.device, stages="stage1", fast_paths=path == "fast"
+    )
     with tempfile.TemporaryDirectory(prefix="avzsl-stage1-") as out:
         start = time.perf_counter()
         metrics = train_and_evaluate(cfg, data, out)
@@ -163,6 +167,7 @@ def stage1_row(name: str, data: GZSLData, args: argparse.Namespace) -> list[obje
     reference = cfg.epochs * (REFERENCE_EPOCH_S + REFERENCE_VAL_S)
     return [
         name,
+        path,
         cfg.epochs,
         cfg.batches_per_epoch,
         f"{wall / 60:.1f}",
@@ -176,6 +181,7 @@ def stage1_row(name: str, data: GZSLData, args: argparse.Namespace) -> list[obje
 def write_stage1(rows: list[list[object]], args: argparse.Namespace, argv: list[str] | None) -> None:
     header = [
         "model",
+        "paths",
         "epochs",
         "batches per epoch",
         "wall min",
@@ -187,7 +193,8 @@ def write_stage1(rows: list[list[object]], args: argparse.Namespace, argv: list[
     body = (
         f"Real stage-1 runs (`model.protocol.train_and_evaluate`, `stages=stage1`, every other setting at its "
         f"default) on `ucf_sized` synthetic features, batch {args.batch_size} pairs, on "
-        f"{device_label(args.device, args.threads)}: start to metrics.json, nothing extrapolated.\n\n"
+        f"{device_label(args.device, args.threads)}: start to metrics.json, nothing extrapolated. "
+        f"{PATHS_NOTE}\n\n"
         + markdown_table(header, rows)
         + f"\n\nLoad average at the end (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
         f"{os.cpu_count()} cores shared with other jobs."
@@ -201,10 +208,71 @@ def write_stage1(rows: list[list[object]], args: argparse.Namespace, argv: list[
         )
 
 
+PATHS_NOTE = (
+    "`paths`: `fast` is the default (`TrainConfig.fast_paths`, model/fast.py: positives and negatives in one "
+    "forward with per-side BatchNorm, GEMM convolutions, closed-form 2-key attention, stacked losses, numpy "
+    "dropout masks); `plain` is the plain model and losses (one call per side, nn.Conv1d, torch dropout)."
+)
+
+
 def device_label(device: str, threads: int) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)} (CUDA; data loading in the reference-style loop on the CPU)"
     return f"the CPU ({threads} torch threads)"
+
+
+def measure(name: str, data: GZSLData, args: argparse.Namespace) -> list[list[object]]:
+    """The loops of one model on every requested path, alternating (a shared, noisy CPU): each loop's best
+    round is kept. (c) runs for AVCA on the first path only: it measures the reference's data handling."""
+    trainers = {
+        path: StageTrainer(
+            TrainConfig(
+                model=name,
+                batches_per_epoch=args.batches,
+                batch_size=args.batch_size,
+                device=args.device,
+                fast_paths=path == "fast",
+            ),
+            data,
+            "train",
+            1,
+        )
+        for path in args.paths.split(",")
+    }
+    first = next(iter(trainers))
+    best = {path: {"a": inf, "b": inf, "c": inf, "val": inf} for path in trainers}
+    for _ in range(args.rounds):
+        for path, trainer in trainers.items():
+            t = best[path]
+            t["a"] = min(t["a"], time_model_only(trainer, args.batches, args.batch_size))
+            t["b"] = min(t["b"], time_our_epoch(trainer))
+            t["val"] = min(t["val"], time_validation(trainer, data))
+            if name == "avca" and path == first:
+                reference = time_reference_loop(trainer, data, args.batches, args.batch_size, args.workers)
+                t["c"] = min(t["c"], reference)
+    scale = PROTOCOL_BATCHES / args.batches
+    rows = []
+    for path, t in best.items():
+        epoch_500 = t["b"] * scale + t["val"]
+        has_c = t["c"] < inf
+        rows.append(
+            [
+                name,
+                path,
+                f"{t['a'] / args.batches * 1e3:.0f}",
+                f"{t['b'] / args.batches * 1e3:.0f}",
+                f"{t['c'] / args.batches * 1e3:.0f}" if has_c else "-",
+                f"{t['b'] / t['a']:.3f}",
+                f"{t['c'] / t['b']:.2f}" if has_c else "-",
+                f"{t['b'] / best[first]['b']:.2f}",
+                f"{t['val']:.1f}",
+                f"{epoch_500:.0f}",
+                f"{epoch_500 / (REFERENCE_EPOCH_S + REFERENCE_VAL_S):.2f}",
+                f"{STAGE1_EPOCHS * epoch_500 / 60:.0f}",
+            ]
+        )
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,57 +295,37 @@ def main(argv: list[str] | None = None) -> None:
         help="torch intra-op threads; use 1 when the machine is busy (2 OpenMP threads then ran 10-20x slower)",
     )
     parser.add_argument("--models", default="avca,daan")
+    parser.add_argument(
+        "--paths", default="fast,plain", help="fast (the default paths), plain, or both side by side"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     parser.add_argument(
         "--stage1-run", action="store_true", help="time full stage-1 runs instead (about 1 h per model)"
     )
     args = parser.parse_args(argv)
+    if unknown := set(args.paths.split(",")) - {"fast", "plain"}:
+        parser.error(f"--paths: unknown {', '.join(sorted(unknown))}; use fast, plain or fast,plain")
     torch.set_num_threads(args.threads)
     data = ucf_sized()
     if args.stage1_run:
-        write_stage1([stage1_row(name, data, args) for name in args.models.split(",")], args, argv)
+        rows = [
+            stage1_row(name, path, data, args)
+            for name in args.models.split(",")
+            for path in args.paths.split(",")
+        ]
+        write_stage1(rows, args, argv)
         return
-    scale = PROTOCOL_BATCHES / args.batches
-    rows = []
-    for name in args.models.split(","):
-        cfg = TrainConfig(
-            model=name, batches_per_epoch=args.batches, batch_size=args.batch_size, device=args.device
-        )
-        trainer = StageTrainer(cfg, data, "train", 1)
-        t_a = t_b = t_c = t_val = float("inf")
-        for _ in range(args.rounds):  # alternate the loops, keep each one's best round (shared, noisy CPU)
-            t_a = min(t_a, time_model_only(trainer, args.batches, args.batch_size))
-            t_b = min(t_b, time_our_epoch(trainer))
-            t_val = min(t_val, time_validation(trainer, data))
-            if name == "avca":
-                t_c = min(
-                    t_c, time_reference_loop(trainer, data, args.batches, args.batch_size, args.workers)
-                )
-        t_c = t_c if t_c < float("inf") else None
-        epoch_500 = t_b * scale + t_val
-        rows.append(
-            [
-                name,
-                f"{t_a / args.batches * 1e3:.0f}",
-                f"{t_b / args.batches * 1e3:.0f}",
-                f"{t_c / args.batches * 1e3:.0f}" if t_c else "-",
-                f"{t_b / t_a:.3f}",
-                f"{t_c / t_b:.2f}" if t_c else "-",
-                f"{t_val:.1f}",
-                f"{epoch_500:.0f}",
-                f"{epoch_500 / (REFERENCE_EPOCH_S + REFERENCE_VAL_S):.2f}",
-                f"{STAGE1_EPOCHS * epoch_500 / 60:.0f}",
-            ]
-        )
-        print(rows[-1], flush=True)
+    rows = [row for name in args.models.split(",") for row in measure(name, data, args)]
     header = [
         "model",
+        "paths",
         "(a) model-only ms/batch",
         "(b) our epoch ms/batch",
         "(c) reference-style ms/batch",
         "(b)/(a)",
         "(c)/(b)",
+        f"(b) vs {args.paths.split(',')[0]}",
         "val metrics s",
         "our epoch s (500 b + val)",
         "vs public 157+66 s",
@@ -291,8 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         f"protocol's {PROTOCOL_BATCHES} batches and {STAGE1_EPOCHS} epochs (not a full run; `--stage1-run` "
         f"times real ones). (c) uses {args.workers} DataLoader workers, runs for AVCA only (the published code "
         f"is AVCA's) and steps the same model code as (a) and (b), so (c)/(b) is the cost of the reference's "
-        f"data handling and extra embedding pass alone. Every loop puts a step's positives and negatives "
-        f"through the model in one forward with separate BatchNorm statistics (`branch(groups=2)`). Target: "
+        f"data handling and extra embedding pass alone. {PATHS_NOTE} Target: "
         f"(b)/(a) <= 1.15 and our epoch + validation <= 0.5 x (157 s + 66 s) of the public code.\n\n"
         + markdown_table(header, rows)
     )

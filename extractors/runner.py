@@ -15,6 +15,9 @@ Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - Each video yields one :class:`ExtractedFeatures` per extractor as soon as all its rows are embedded.
   Failures are typed per video and per extractor (``no_audio`` leaves visual extractors untouched,
   ``too_short`` when not one window fits, ``partial`` keeps what was decoded); none stops the batch.
+
+:func:`extract_one` is the plain reference for one video: the same decode and windows, nothing concurrent.
+The concurrent runner is tested to give exactly its rows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +36,7 @@ from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
 from pipeline.cores import usable_cores
 from pipeline.decode import open_guarded, open_inprocess
-from pipeline.decode.types import DecodeReport, Outcome
+from pipeline.decode.types import DecodeReport, FrameChunk, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,67 @@ def extract_videos(
             thread.join(timeout=30)
 
 
+def extract_one(
+    job: VideoJob,
+    extractors: Sequence[Extractor],
+    *,
+    batch_size: int = 32,
+    decode_timeout_s: float = 600.0,
+    decode_isolation: str = "process",
+) -> list[ExtractedFeatures]:
+    """The plain, sequential reference of :func:`extract_videos` for one video, one result per extractor.
+
+    Nothing runs concurrently: decode the video once (the same decode plan and windows), then for each
+    extractor in turn preprocess all its windows, run the model on them in batches of ``batch_size`` and
+    finalize. ``extract_videos`` must give the same rows, outcomes and reasons
+    (tests/test_extractors_runner.py); use it for that comparison and for debugging one video.
+    """
+    if decode_isolation not in OPENERS:
+        raise ValueError(f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(OPENERS)}")
+    windows: dict[int, list[Window]] = {ext: [] for ext in range(len(extractors))}
+    statuses = _decode_video(
+        job.path,
+        extractors,
+        _Plan.of(extractors),
+        lambda ext, cut: windows[ext].extend(cut),
+        decode_timeout_s,
+        decode_isolation,
+        decoder_threads=1,
+    )
+    return [
+        _embed_video(job, extractor, windows[ext], statuses[ext], batch_size)
+        for ext, extractor in enumerate(extractors)
+    ]
+
+
+def _embed_video(
+    job: VideoJob,
+    extractor: Extractor,
+    windows: list[Window],
+    status: tuple[Outcome, str | None],
+    batch_size: int,
+) -> ExtractedFeatures:
+    outcome, reason = status
+    name = extractor.spec.name
+    if not windows or outcome not in (Outcome.OK, Outcome.PARTIAL):
+        return ExtractedFeatures(job.video_id, name, outcome, reason, None, None, None)
+    try:
+        inputs = extractor.prepare(windows)
+    except Exception as err:
+        outcome, reason = _preprocessing_failed(job, extractor, err)
+        return ExtractedFeatures(job.video_id, name, outcome, reason, None, None, None)
+    batches = [extractor.run_model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    return ExtractedFeatures(
+        job.video_id,
+        name,
+        outcome,
+        reason,
+        extractor.finalize(torch.cat(batches).cpu().numpy()),
+        np.asarray([w.start_s for w in windows], dtype=np.float64),
+        np.asarray([w.end_s for w in windows], dtype=np.float64),
+    )
+
+
 def default_prefetch(extractors: Sequence[Extractor]) -> int:
     """Decode threads: 2 when the models run on the CPU (their own threads already use every core, so more
     decoding only competes with them); on a GPU the CPU is free for decoding and preprocessing, which then
@@ -291,28 +355,69 @@ def _decode_one(
     decoder_threads: int,
 ):
     """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
-    counts = dict.fromkeys(range(len(extractors)), 0)
     failed: dict[int, tuple[Outcome, str | None]] = {}  # extractor index -> preprocessing failure
 
-    def send(ext: int, windows: list[Window]) -> None:
-        if not windows or ext in failed:
+    def prepare_and_queue(ext: int, windows: list[Window]) -> None:
+        if ext in failed:
             return
-        counts[ext] += len(windows)
         try:
             inputs = extractors[ext].prepare(windows)
         except Exception as err:  # e.g. a frame size the preprocessing cannot handle: this video only
-            log.warning("preprocessing failed for %s (%s): %s", job.video_id, extractors[ext].spec.name, err)
-            failed[ext] = (Outcome.UNDECODABLE, f"preprocessing failed: {type(err).__name__}: {err}")
+            failed[ext] = _preprocessing_failed(job, extractors[ext], err)
             return
         item = _Prepared(index, ext, inputs, [w.start_s for w in windows], [w.end_s for w in windows])
         queue.put(item, inputs.numel() * inputs.element_size())
 
+    statuses = _decode_video(
+        job.path, extractors, plan, prepare_and_queue, timeout_s, isolation, decoder_threads
+    )
+    return statuses | failed
+
+
+def _decode_video(
+    path: str,
+    extractors: Sequence[Extractor],
+    plan: _Plan,
+    send: Callable[[int, list[Window]], None],
+    timeout_s: float,
+    isolation: str,
+    decoder_threads: int,
+) -> dict[int, tuple[Outcome, str | None]]:
+    """Decode one video once and hand each extractor's windows to ``send(ext, windows)`` as they are cut:
+    audio first, then frames as they stream in. Returns each extractor's typed outcome."""
+    made = dict.fromkeys(range(len(extractors)), 0)  # windows cut per extractor
+
+    def cut(ext: int, windows: list[Window]) -> None:
+        if windows:
+            made[ext] += len(windows)
+            send(ext, windows)
+
     statuses: dict[int, tuple[Outcome, str | None]] = {}
-    # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
-    # frames of the first millisecond only, so no video is decoded that nothing will use.
-    frames_until = None if plan.visual else AUDIO_ONLY_FRAMES_S
-    with OPENERS[isolation](
-        job.path,
+    with _open_video(path, plan, timeout_s, isolation, decoder_threads) as decode:
+        if plan.audio:
+            clip = decode.audio()
+            for ext in plan.audio:
+                if clip is None:
+                    statuses[ext] = (decode.audio_report.outcome, decode.audio_report.error)
+                    continue
+                cut(ext, list(extractors[ext].windows_from_audio(clip)))
+                statuses[ext] = _final_status(
+                    decode.audio_report, made[ext], extractors[ext], clip.duration_s
+                )
+        if plan.visual:
+            for ext, windows in _frame_windows(decode.frames(), plan, extractors):
+                cut(ext, windows)
+            for ext in plan.visual:
+                statuses[ext] = _final_status(decode.report, made[ext], extractors[ext], None)
+    return statuses
+
+
+def _open_video(path: str, plan: _Plan, timeout_s: float, isolation: str, decoder_threads: int):
+    """The decode ``plan`` asks for, isolated as asked. Audio-only passes still go through the guarded child
+    (time limit, crash isolation) but ask for the frames of the first millisecond only, so no video is
+    decoded that nothing will use."""
+    return OPENERS[isolation](
+        path,
         fps=plan.fps,
         chunk_frames=CHUNK_FRAMES,
         want_audio=bool(plan.audio),
@@ -322,37 +427,35 @@ def _decode_one(
         timeout_s=timeout_s,
         decoder_threads=decoder_threads,
         prefetch_chunks=2,
-        end_s=frames_until,
-    ) as decode:
-        if plan.audio:
-            clip = decode.audio()
-            for ext in plan.audio:
-                if clip is None:
-                    statuses[ext] = (decode.audio_report.outcome, decode.audio_report.error)
-                    continue
-                send(ext, list(extractors[ext].windows_from_audio(clip)))
-                statuses[ext] = _final_status(
-                    decode.audio_report, counts[ext], extractors[ext], clip.duration_s
-                )
-        if plan.visual:
-            windowers = {ext: extractors[ext].frame_windower() for ext in plan.visual}
-            resamplers = {
-                ext: PtsResampler(extractors[ext].spec.sample_rate, extractors[ext].spec.frame_rule)
-                for ext in plan.visual
-                if plan.fps is None
-            }
-            for chunk in decode.frames():
-                for ext, windower in windowers.items():
-                    piece = resamplers[ext].push(chunk) if ext in resamplers else chunk
-                    if piece is not None:
-                        send(ext, windower.push(piece))
-            for ext, windower in windowers.items():
-                if ext in resamplers and (piece := resamplers[ext].flush()) is not None:
-                    send(ext, windower.push(piece))
-                send(ext, windower.flush())
-            for ext in plan.visual:
-                statuses[ext] = _final_status(decode.report, counts[ext], extractors[ext], None)
-    return statuses | failed
+        end_s=None if plan.visual else AUDIO_ONLY_FRAMES_S,
+    )
+
+
+def _frame_windows(
+    chunks: Iterable[FrameChunk], plan: _Plan, extractors: Sequence[Extractor]
+) -> Iterator[tuple[int, list[Window]]]:
+    """(extractor index, windows) of every visual extractor as the frame chunks stream in; at the native
+    rate (``plan.fps`` None) each extractor first resamples the frames to its own rate by PTS."""
+    windowers = {ext: extractors[ext].frame_windower() for ext in plan.visual}
+    resamplers = {
+        ext: PtsResampler(extractors[ext].spec.sample_rate, extractors[ext].spec.frame_rule)
+        for ext in plan.visual
+        if plan.fps is None
+    }
+    for chunk in chunks:
+        for ext, windower in windowers.items():
+            piece = resamplers[ext].push(chunk) if ext in resamplers else chunk
+            if piece is not None:
+                yield ext, windower.push(piece)
+    for ext, windower in windowers.items():
+        if ext in resamplers and (piece := resamplers[ext].flush()) is not None:
+            yield ext, windower.push(piece)
+        yield ext, windower.flush()
+
+
+def _preprocessing_failed(job: VideoJob, extractor: Extractor, err: Exception) -> tuple[Outcome, str]:
+    log.warning("preprocessing failed for %s (%s): %s", job.video_id, extractor.spec.name, err)
+    return Outcome.UNDECODABLE, f"preprocessing failed: {type(err).__name__}: {err}"
 
 
 def _final_status(report: DecodeReport, rows: int, extractor: Extractor, audio_s: float | None):

@@ -14,17 +14,7 @@ import torch
 from torch import nn
 
 from model.config import AVCAConfig
-from model.layers import (
-    Branch,
-    Dropout,
-    EmbeddingNet,
-    FeedForward,
-    Heads,
-    attention_mix,
-    attention_scores,
-    heads_forward,
-    masked_mean,
-)
+from model.layers import Branch, EmbeddingNet, FeedForward, Heads, masked_mean
 from model.registry import ModelSpec, register
 
 if TYPE_CHECKING:
@@ -39,13 +29,13 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
-        attn = torch.softmax(attention_scores(q, k) * self.scale, dim=-1)
-        return self.to_out(attention_mix(attn, v).transpose(1, 2).reshape(b, n, -1))
+        attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        return self.to_out((attn @ v).transpose(1, 2).reshape(b, n, -1))
 
 
 class Transformer(nn.Module):
@@ -84,15 +74,12 @@ class AVCA(nn.Module):
         )
         self.heads = Heads(cfg, emb_dim)
 
-    def branch(self, a, v, w, a_mask=None, v_mask=None, groups: int = 1) -> Branch:
-        """One forward for ``groups`` equal batches stacked on dim 0, each with its own BN statistics
-        (the transformer is per sample, so only BN needs the grouping)."""
-        sizes = [len(w) // groups] * groups
-        phi_a = self.A_enc(masked_mean(a, a_mask), sizes)
-        phi_v = self.V_enc(masked_mean(v, v_mask), sizes)
+    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
+        phi_a = self.A_enc(masked_mean(a, a_mask))
+        phi_v = self.V_enc(masked_mean(v, v_mask))
         out = self.cross_attention(torch.stack([phi_a, phi_v], dim=1) + self.pos_emb1D)
         z_a, z_v = phi_a + out[:, 0], phi_v + out[:, 1]
-        return heads_forward(self.heads, phi_a, phi_v, phi_a, phi_v, z_a, z_v, w, groups)
+        return self.heads(phi_a, phi_v, phi_a, phi_v, z_a, z_v, w)
 
     def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         phi_a = self.A_enc(masked_mean(a, a_mask))

@@ -181,6 +181,10 @@ class TrainConfig(ConfigModel):
         2, ge=1, description="per-epoch checkpoints kept per stage (best kept apart)"
     )
     eval_batch_size: int = Field(2048, ge=1)
+    fast_paths: bool = Field(
+        True,
+        description="CPU fast paths of model/fast.py (same function, fewer ops) where the model has them",
+    )
     stages: Literal["both", "stage1"] = "both"
 
     @field_validator("model")

@@ -1,4 +1,4 @@
-"""CSGM: contrastive sample-level gradient modulation [REC, REFERENCE §3.4 "CSGM"].
+"""CSGM: contrastive sample-level gradient modulation, reconstructed (docs/daan.md, "CSGM").
 
 For each pair i and modality m: an optimisation score s^m_i (how well theta^m_i picks its own class
 embedding over the negative's, or over all training classes), a convergence rate r^m (relative drop of
@@ -13,6 +13,7 @@ dL/dW = sum_i k_i (dL/dphi_i)(dphi_i/dW): exactly per-sample modulation, nothing
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -100,12 +101,14 @@ class CSGM:
         return Modulation(s_a, s_v, r_a, r_v, k_a, k_v)
 
     @staticmethod
-    def apply(both: Branch, mod: Modulation) -> None:
-        """Register backward hooks scaling each sample's gradient into the encoders. ``both`` holds the
-        positives then their negatives (``branch(..., groups=2)``): pair i's k scales both its samples."""
-        for t, k in ((both.enc_a, mod.k_a), (both.enc_v, mod.k_v)):
-            if t.requires_grad:
-                t.register_hook(_scale_hook(k.detach().repeat(2)))
+    def apply(computed: Sequence[Branch], mod: Modulation) -> None:
+        """Register backward hooks scaling each sample's gradient into the encoders, on the branches as the
+        model computed them (``Pairs.computed``): pair i's k scales both its samples, the positive (row i
+        of the positives) and its negative (row i of the negatives, or row B + i of both stacked)."""
+        for branch in computed:
+            for t, k in ((branch.enc_a, mod.k_a), (branch.enc_v, mod.k_v)):
+                if t.requires_grad:
+                    t.register_hook(_scale_hook(k.detach().repeat(len(t) // len(k))))
 
     @staticmethod
     def add_gradient_noise(encoder: nn.Module, generator: torch.Generator | None = None) -> None:

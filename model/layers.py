@@ -1,57 +1,23 @@
-"""Building blocks shared by AVCA and DAAN, named as in the AVCA code (REFERENCE §3.5)."""
+"""Building blocks shared by AVCA and DAAN, named as in the AVCA code (docs/avca.md).
+
+Plain definitions, one batch at a time; ``model/fast.py`` holds faster CPU versions of the same functions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
 from model.config import AVCAConfig
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose CPU keep-mask comes from numpy's PCG64 instead of torch's generator.
-
-    torch's CPU generator (mt19937, one draw per element) made the masks about 10 % of a DAAN training step.
-    Here each raw 64-bit PCG64 output is split into four 16-bit uniforms (bulk, no per-element bounding:
-    about 6x faster than torch, 2.5x faster than numpy's ``integers``). Each call seeds a fresh PCG64 from
-    one draw of torch's generator, so ``torch.manual_seed`` and the checkpointed torch RNG state still
-    decide every mask. An element is kept when its 16-bit uniform is >= round(p * 2^16): keep probability
-    within 2^-17 of 1 - p, and the output is scaled by the exact inverse of it. CUDA keeps torch's kernel.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.is_cuda:
-            return super().forward(x)
-        threshold = round(self.p * _UNIFORM_LEVELS)
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        uniforms = _uniform_uint16(x.numel(), seed).reshape(tuple(x.shape))
-        # via uint8: torch turns a bool tensor times a float into float ~15x slower than uint8 to float
-        keep = torch.from_numpy(uniforms >= threshold).view(torch.uint8)
-        return x * keep.to(x.dtype).mul_(_UNIFORM_LEVELS / (_UNIFORM_LEVELS - threshold))
-
-
-_UNIFORM_LEVELS = 1 << 16
-
-
-def _uniform_uint16(count: int, seed: int) -> np.ndarray:
-    """``count`` independent uniform 16-bit integers: the four 16-bit words of PCG64's raw outputs."""
-    raw = np.random.PCG64(seed).random_raw(-(-count // 4))
-    return raw.view(np.uint16)[:count]
-
-
 class EmbeddingNet(nn.Sequential):
     """AVCA's MLP block: Linear-BN-ReLU-Dropout (twice when ``hidden``).
 
-    Only the second BN of a hidden-layer net takes the configured momentum; the others keep 0.1 (§2.6).
-    ``sizes`` stacks independent batches along dim 0 (a step's positives, then its negatives): every
-    layer runs once on all rows, but each batch gets its own BatchNorm statistics, in order, exactly as
-    if the net had been called once per batch. One GEMM of 2B rows instead of two of B is cheaper on a
-    CPU, mostly in the weight gradient. ``order`` is the sequence of the per-batch BatchNorm calls (their
-    running statistics depend on it) when it differs from the row order.
+    Only the second BN of a hidden-layer net takes the configured momentum; the others keep 0.1 (as AVCA).
     """
 
     def __init__(
@@ -62,27 +28,15 @@ class EmbeddingNet(nn.Sequential):
                 nn.Linear(d_in, hidden),
                 nn.BatchNorm1d(hidden),
                 nn.ReLU(),
-                Dropout(dropout),
+                nn.Dropout(dropout),
                 nn.Linear(hidden, d_out),
                 nn.BatchNorm1d(d_out, momentum=momentum),
                 nn.ReLU(),
-                Dropout(dropout),
+                nn.Dropout(dropout),
             ]
         else:
-            layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), Dropout(dropout)]
+            layers = [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), nn.Dropout(dropout)]
         super().__init__(*layers)
-
-    def forward(
-        self, x: torch.Tensor, sizes: Sequence[int] | None = None, order: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        for layer in self:
-            if isinstance(layer, nn.BatchNorm1d) and sizes is not None and len(sizes) > 1:
-                parts = x.split(list(sizes))
-                normed = {i: layer(parts[i]) for i in (order or range(len(parts)))}
-                x = torch.cat([normed[i] for i in range(len(parts))])
-            else:
-                x = layer(x)
-        return x
 
 
 class FeedForward(nn.Sequential):
@@ -90,29 +44,15 @@ class FeedForward(nn.Sequential):
         super().__init__(
             nn.Linear(dim, hidden),
             nn.GELU(),
-            Dropout(dropout),
+            nn.Dropout(dropout),
             nn.Linear(hidden, dim),
-            Dropout(dropout),
+            nn.Dropout(dropout),
         )
-
-
-class Heads(nn.Module):
-    """Projections to the 64-d joint space, shared decoder to the class-embedding space, reconstructors."""
-
-    def __init__(self, cfg: AVCAConfig, emb_dim: int):
-        super().__init__()
-        d, out = cfg.token_dim, cfg.dim_out
-        self.A_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
-        self.V_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
-        self.W_proj = EmbeddingNet(emb_dim, out, cfg.additional_dropout)
-        self.D = EmbeddingNet(out, emb_dim, cfg.additional_dropout)
-        self.A_rec = EmbeddingNet(out, d, cfg.additional_dropout)
-        self.V_rec = EmbeddingNet(out, d, cfg.additional_dropout)
 
 
 @dataclass
 class Branch:
-    """Outputs for one side of a pair (positive or negative), or for both stacked on dim 0.
+    """Outputs for one side of a pair (the positives or the negatives).
 
     ``enc_a``/``enc_v`` are the raw encoder outputs ((B, D) or (B, T, D)): gradient modulation acts there.
     ``phi_*`` are their (pooled) vectors used by the reconstruction and alignment losses.
@@ -132,62 +72,60 @@ class Branch:
     rec_v: torch.Tensor
 
     def split(self, groups: int) -> list[Branch]:
-        """The stacked batches of a ``branch(..., groups=groups)`` call, as views (gradients flow back)."""
+        """The batches stacked on dim 0 of every field, as views (gradients flow back)."""
         parts = [getattr(self, f.name).chunk(groups) for f in fields(self)]
         return [Branch(*(p[g] for p in parts)) for g in range(groups)]
 
 
-def heads_forward(heads: Heads, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w, groups: int = 1) -> Branch:
-    sizes = [len(w) // groups] * groups
-    theta_a, theta_v, theta_w = heads.A_proj(z_a, sizes), heads.V_proj(z_v, sizes), heads.W_proj(w, sizes)
-    rho_a, rho_v, rho_w = shared_decoder(heads.D, (theta_a, theta_v, theta_w), groups)
-    return Branch(
-        enc_a,
-        enc_v,
-        phi_a,
-        phi_v,
-        theta_a,
-        theta_v,
-        theta_w,
-        rho_a,
-        rho_v,
-        rho_w,
-        heads.A_rec(theta_a, sizes),
-        heads.V_rec(theta_v, sizes),
+class Pairs(NamedTuple):
+    """A training step's forward: the positives, their negatives, and the branches as the model computed
+    them (``positive`` and ``negative``, or both stacked in one): CSGM hooks those encoder outputs."""
+
+    positive: Branch
+    negative: Branch
+    computed: list[Branch]
+
+
+def forward_pairs(model: nn.Module, a, v, w, a_mask=None, v_mask=None) -> Pairs:
+    """The positives (first half of the rows) and their negatives (second half), one ``branch`` call each,
+    positives first, as the reference code does (BatchNorm normalises each with its own statistics)."""
+    half = len(w) // 2
+    positive, negative = (
+        model.branch(*(t if t is None else t[rows] for t in (a, v, w, a_mask, v_mask)))
+        for rows in (slice(None, half), slice(half, None))
     )
+    return Pairs(positive, negative, [positive, negative])
 
 
-def shared_decoder(
-    decoder: EmbeddingNet, inputs: Sequence[torch.Tensor], groups: int
-) -> tuple[torch.Tensor, ...]:
-    """The decoder D on every input in one call, its BatchNorm fed batch by batch in the reference's
-    order (group 0's inputs in turn, then group 1's, ...), so running statistics match call for call.
-    Rows stay input-major, so each input's output is a view of the result."""
-    sizes = [len(t) // groups for t in inputs for _ in range(groups)]
-    order = [i * groups + g for g in range(groups) for i in range(len(inputs))]
-    return decoder(torch.cat(list(inputs)), sizes, order).split([len(t) for t in inputs])
+class Heads(nn.Module):
+    """Projections to the 64-d joint space, the shared decoder D to the class-embedding space, and the
+    reconstructors back to the encoders' space:
 
+        theta_m = m_proj(z_m)      theta_w = W_proj(w)
+        rho_m   = D(theta_m)       rho_w   = D(theta_w)       rec_m = m_rec(theta_m)   (m = a, v)
+    """
 
-FEW_TOKENS = 3  # up to this many queries and keys, broadcasting beats batched GEMM (measured on CPU)
+    def __init__(self, cfg: AVCAConfig, emb_dim: int):
+        super().__init__()
+        d, out = cfg.token_dim, cfg.dim_out
+        self.A_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
+        self.V_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
+        self.W_proj = EmbeddingNet(emb_dim, out, cfg.additional_dropout)
+        self.D = EmbeddingNet(out, emb_dim, cfg.additional_dropout)
+        self.A_rec = EmbeddingNet(out, d, cfg.additional_dropout)
+        self.V_rec = EmbeddingNet(out, d, cfg.additional_dropout)
 
-
-def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """q @ k^T over (..., N, d). With a few tokens (averaged features: 2), torch's batched GEMM is all
-    per-matrix overhead (B x heads products of 2 x d x 2); a broadcast multiply-sum is ~4x faster, fwd+bwd."""
-    if q.shape[-2] <= FEW_TOKENS and k.shape[-2] <= FEW_TOKENS:
-        return (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1)
-    return q @ k.transpose(-1, -2)
-
-
-def attention_mix(attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """attn @ v for (..., N, M) weights and (..., M, d) values, broadcast for a few tokens as above."""
-    if attn.shape[-2] <= FEW_TOKENS and attn.shape[-1] <= FEW_TOKENS:
-        return (attn.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
-    return attn @ v
+    def forward(self, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w) -> Branch:
+        theta_a, theta_v, theta_w = self.A_proj(z_a), self.V_proj(z_v), self.W_proj(w)
+        rho_a, rho_v, rho_w = self.D(theta_a), self.D(theta_v), self.D(theta_w)
+        rec_a, rec_v = self.A_rec(theta_a), self.V_rec(theta_v)
+        return Branch(
+            enc_a, enc_v, phi_a, phi_v, theta_a, theta_v, theta_w, rho_a, rho_v, rho_w, rec_a, rec_v
+        )
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over time of (B, T, D) using a (B, T) validity mask; vectors pass through."""
+    """Mean over time of (B, T, D) using a (B, T) validity mask (None: every step is valid); vectors pass."""
     if x.dim() == 2:
         return x
     if mask is None:
@@ -196,18 +134,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def encode_steps(
-    net: EmbeddingNet, x: torch.Tensor, mask: torch.Tensor | None, groups: int = 1
-) -> torch.Tensor:
-    """Apply a per-vector net to every valid time step of (B, T, D) (BN sees valid steps only).
-
-    ``groups`` equal batches stacked on dim 0 keep their own BN statistics (see ``EmbeddingNet``).
-    """
+def encode_steps(net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A per-vector net on (B, D) vectors, or on every valid step of (B, T, D) sequences (BatchNorm sees the
+    valid steps only, padded steps come out 0). ``mask`` (B, T): True = valid; None: every step is valid."""
     if x.dim() == 2:
-        return net(x, [len(x) // groups] * groups)
+        return net(x)
     if mask is None:
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    rows = net(x[mask], mask.reshape(groups, -1).sum(1).tolist())
+    rows = net(x[mask])
     out = rows.new_zeros(*x.shape[:2], rows.shape[-1])
     out[mask] = rows
     return out

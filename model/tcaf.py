@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import TCaFConfig
-from model.layers import Dropout, EmbeddingNet, FeedForward
+from model.layers import EmbeddingNet, FeedForward
 from model.registry import ModelSpec, register
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class StepEmbedding(nn.Module):
         self.modal_embedding = nn.Embedding(2, e) if cfg.modality_embedding else None
         self.time = FourierTime(e, cfg.fourier_scale) if cfg.time_embedding == "sinusoid" else None
         self.pad_embedding = nn.Embedding(1, e)
-        self.dropout = Dropout(cfg.embed_dropout)
+        self.dropout = nn.Dropout(cfg.embed_dropout)
         self.out_proj = nn.ModuleList([nn.Linear(d + e, d), nn.Linear(d + e, d)])  # audio, visual
 
     def forward(
@@ -167,7 +167,7 @@ class Attention(nn.Module):
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape

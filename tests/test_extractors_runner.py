@@ -12,7 +12,7 @@ import torch
 import extractors.runner as runner
 from extractors.base import Extractor, Window
 from extractors.registry import build_extractor
-from extractors.runner import VideoJob, extract_videos
+from extractors.runner import VideoJob, extract_one, extract_videos
 from extractors.spec import ExtractorSpec
 from extractors.windowing import FrameWindower, audio_windows
 from pipeline import cores
@@ -274,6 +274,61 @@ def test_both_decode_isolations_give_the_same_features(clips):
     assert features["process"].keys() == features["none"].keys()
     for key, result in features["process"].items():
         assert np.array_equal(result.features, features["none"][key].features), key
+
+
+def assert_same_rows(concurrent, sequential) -> None:
+    """Every field of every (video, extractor) row: outcome, reason, features (dtype too) and timestamps."""
+    assert concurrent.keys() == sequential.keys()
+    for key, want in sequential.items():
+        got = concurrent[key]
+        assert (got.status, got.reason) == (want.status, want.reason), key
+        for name in ("features", "start_s", "end_s"):
+            a, b = getattr(got, name), getattr(want, name)
+            assert (a is None) == (b is None), (key, name)
+            if b is not None:
+                assert a.dtype == b.dtype and np.array_equal(a, b), (key, name)
+
+
+def mixed_extractors() -> list[Extractor]:
+    """Two frame rates (one native decode, resampled per extractor), audio, and a preprocessing that fails
+    on wide frames."""
+    return [FakeVisual(25.0, "fast"), FakeVisual(5.0, "slow"), FakeAudio(), PickyVisual()]
+
+
+@pytest.mark.parametrize("isolation", ["process", "none"])
+def test_concurrent_runner_gives_the_sequential_reference_rows(corpus, clips, tmp_path, isolation):
+    """The threads, the byte queue and the batches across videos change nothing: every row, outcome and
+    reason equals ``extract_one``'s, on good clips, every fault of the corpus, a missing file and a clip
+    whose preprocessing fails."""
+    wide = make_test_clip(tmp_path / "wide.mp4", seconds=1.0, width=96, height=48)
+    paths = {**corpus, "wide": wide, "missing": tmp_path / "missing.mp4"}
+    paths |= {f"clip{i}": path for i, path in enumerate(clips)}
+    jobs = [VideoJob(name, str(path)) for name, path in paths.items()]
+    extractors = mixed_extractors()
+    concurrent = _by_key(
+        extract_videos(jobs, extractors, batch_size=8, prefetch_videos=3, decode_isolation=isolation)
+    )
+    sequential = _by_key(
+        row for job in jobs for row in extract_one(job, extractors, batch_size=8, decode_isolation=isolation)
+    )
+    assert_same_rows(concurrent, sequential)
+    outcomes = {row.status for row in sequential.values()}  # the comparison covered every kind of row
+    assert {Outcome.OK, Outcome.PARTIAL, Outcome.NO_AUDIO, Outcome.TOO_SHORT, Outcome.NOT_FOUND} <= outcomes
+    assert sequential[("wide", "fake_visual")].reason.startswith("preprocessing failed")
+
+
+def test_concurrent_runner_gives_the_sequential_reference_rows_on_the_sample_videos(sample_videos):
+    jobs = [VideoJob(stem, str(path)) for stem, path in sample_videos.items()]
+    extractors = mixed_extractors()[:3]
+    concurrent = _by_key(extract_videos(jobs, extractors, batch_size=16, prefetch_videos=2))
+    sequential = _by_key(row for job in jobs for row in extract_one(job, extractors, batch_size=16))
+    assert_same_rows(concurrent, sequential)
+    assert all(row.status == Outcome.OK for row in sequential.values())
+
+
+def test_extract_one_rejects_an_unknown_isolation(clips):
+    with pytest.raises(ValueError, match="decode_isolation 'thread'"):
+        extract_one(VideoJob("a", str(clips[0])), [FakeAudio()], decode_isolation="thread")
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """DAAN's reconstructed parts: CSGM per-sample gradient modulation checked numerically by hand, QDMA's
-differential attention (beta = 0 is plain attention), and every config switch training a step."""
+differential attention (beta = 0 is plain attention), and every config switch training a step on both
+paths (the fast ones are compared with the plain ones in test_model_fast.py)."""
 
 from __future__ import annotations
 
@@ -94,9 +95,12 @@ def pair_scores_by_hand(theta: np.ndarray, w_pos: np.ndarray, w_neg: np.ndarray)
     return np.exp(-d_pos) / (np.exp(-d_pos) + np.exp(-d_neg))
 
 
-def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data):
+@pytest.mark.parametrize("fast_paths", [False, True])
+def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data, fast_paths):
+    """On both paths: the positives and negatives as two branches (plain) or one stacked (fast)."""
     cfg = tiny_config(
-        daan={"csgm": {"mode": "sample", "terms": "optimisation", "alpha": 0.5}, "align": "off"}
+        fast_paths=fast_paths,
+        daan={"csgm": {"mode": "sample", "terms": "optimisation", "alpha": 0.5}, "align": "off"},
     )
     trainer = StageTrainer(cfg, tiny_data, "train", 1)
     model = trainer.model.double()
@@ -104,13 +108,15 @@ def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data):
     pairs = trainer.sampler.epoch(1, 5, torch.Generator().manual_seed(0))
     idx = torch.cat([pairs.positive[0], pairs.negative[0]])  # 5 positives, then their 5 negatives
     a, v, w, *_ = (t.double() if t is not None and t.is_floating_point() else t for t in trainer.gather(idx))
-    both = model.branch(a, v, w, groups=2)
-    p, n = both.split(2)
+    sides = trainer.paths.forward_pairs(model, a, v, w)
+    p, n = sides.positive, sides.negative
     loss = avca_loss(p, n, w[:5], 1.0)["total"]
     enc_w = model.A_enc[0].weight  # first layer of the audio encoder
     vis_w = model.V_enc[0].weight
     head_w = model.heads.W_proj[0].weight  # not an encoder: must be untouched
-    g = torch.autograd.grad(loss, [both.enc_a, both.enc_v, head_w], retain_graph=True)
+    outs_a, outs_v = [b.enc_a for b in sides.computed], [b.enc_v for b in sides.computed]
+    *g, g_head = torch.autograd.grad(loss, [*outs_a, *outs_v, head_w], retain_graph=True)
+    g_a, g_v = g[: len(outs_a)], g[len(outs_a) :]
 
     s_a = pair_scores_by_hand(
         p.theta_a.detach().numpy(), p.theta_w.detach().numpy(), n.theta_w.detach().numpy()
@@ -120,61 +126,34 @@ def test_csgm_scales_each_samples_encoder_gradient_exactly(tiny_data):
     )
     k_a, k_v = hand_k(s_a, s_v, alpha=0.5)
     assert (k_a < 1).any() or (k_v < 1).any()
-    # pair i's k scales the gradient of its positive (row i) and of its negative (row 5 + i)
-    ka, kv = (torch.from_numpy(np.concatenate([k, k]))[:, None] for k in (k_a, k_v))
-    expect_audio = torch.autograd.grad(both.enc_a, enc_w, ka * g[0], retain_graph=True)[0]
-    expect_visual = torch.autograd.grad(both.enc_v, vis_w, kv * g[1], retain_graph=True)[0]
-    unmod_audio = torch.autograd.grad(both.enc_a, enc_w, g[0], retain_graph=True)[0]
-    unmod_visual = torch.autograd.grad(both.enc_v, vis_w, g[1], retain_graph=True)[0]
+
+    def scaled(k: np.ndarray, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Pair i's k on its positive (row i) and its negative (row i of the negatives, or 5 + i)."""
+        return [torch.from_numpy(np.tile(k, len(gr) // 5))[:, None] * gr for gr in grads]
+
+    def encoder_grad(outs, weight, grads):
+        return torch.autograd.grad(outs, weight, grads, retain_graph=True)[0]
+
+    expect_audio, expect_visual = (
+        encoder_grad(outs_a, enc_w, scaled(k_a, g_a)),
+        encoder_grad(outs_v, vis_w, scaled(k_v, g_v)),
+    )
+    unmod_audio, unmod_visual = encoder_grad(outs_a, enc_w, g_a), encoder_grad(outs_v, vis_w, g_v)
 
     csgm = CSGM(cfg.daan.csgm)
     s_a_t, s_v_t = csgm.scores(p, n)
     mod = csgm.coefficients(s_a_t, s_v_t, 0.0, 0.0)
     np.testing.assert_allclose(mod.k_a.numpy(), k_a, rtol=1e-10)
     np.testing.assert_allclose(mod.k_v.numpy(), k_v, rtol=1e-10)
-    CSGM.apply(both, mod)
+    CSGM.apply(sides.computed, mod)
     model.zero_grad()
     loss.backward()
     torch.testing.assert_close(enc_w.grad, expect_audio)
     torch.testing.assert_close(vis_w.grad, expect_visual)
-    torch.testing.assert_close(head_w.grad, g[2])  # projections/decoders get the unmodulated gradient
+    torch.testing.assert_close(head_w.grad, g_head)  # projections/decoders get the unmodulated gradient
     # and modulation really changed the encoder gradient of the modulated modality
     changed = enc_w.grad if (k_a < 1).any() else vis_w.grad
     assert not torch.allclose(changed, unmod_audio if (k_a < 1).any() else unmod_visual)
-
-
-@pytest.mark.parametrize("model_name", ["avca", "daan"])
-@pytest.mark.parametrize("temporal", [False, True])
-def test_stacked_pair_forward_equals_one_call_per_side(tiny_data, tiny_temporal, model_name, temporal):
-    """``branch(groups=2)`` on positives + negatives is the reference code's two calls: the same outputs,
-    gradients and BatchNorm running statistics (BN normalises each side with its own batch statistics)."""
-    data = tiny_temporal if temporal else tiny_data
-    tcn = {"tcn": {"mode": "time" if temporal else "tokens", "dropout": 0.0}}
-    trainer = StageTrainer(tiny_config(model=model_name, daan=tcn), data, "train", 1)
-    stacked_model = trainer.model.double().train()
-    split_model = copy.deepcopy(stacked_model)
-    pairs = trainer.sampler.epoch(1, 6, torch.Generator().manual_seed(1))
-    batch = [
-        t.double() if t is not None and t.is_floating_point() else t
-        for t in trainer.gather(torch.cat([pairs.positive[0], pairs.negative[0]]))
-    ]
-    a, v, w, am, vm, _ = batch
-    both = stacked_model.branch(a, v, w, am, vm, groups=2)
-    halves = [
-        split_model.branch(*(t if t is None else t[rows] for t in (a, v, w, am, vm)))
-        for rows in (slice(0, 6), slice(6, 12))
-    ]
-    for side, ref in zip(both.split(2), halves, strict=True):
-        for name in ("enc_a", "enc_v", "theta_a", "theta_v", "theta_w", "rho_w", "rec_a", "rec_v"):
-            torch.testing.assert_close(getattr(side, name), getattr(ref, name))
-    p, n = both.split(2)
-    avca_loss(p, n, w[:6], 1.0)["total"].backward()
-    avca_loss(*halves, w[:6], 1.0)["total"].backward()
-    for (name, got), ref in zip(stacked_model.named_parameters(), split_model.parameters(), strict=True):
-        if got.requires_grad:
-            torch.testing.assert_close(got.grad, ref.grad, msg=name)
-    for (name, got), ref in zip(stacked_model.named_buffers(), split_model.buffers(), strict=True):
-        torch.testing.assert_close(got, ref, msg=name)  # running means/vars, batches tracked
 
 
 def test_csgm_convergence_rate_and_combinations_by_hand():
@@ -299,9 +278,10 @@ SWITCHES = [
 ]
 
 
+@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: str(s).replace(" ", ""))
-def test_every_switch_trains_and_evaluates(tiny_data, switch):
-    cfg = tiny_config(**switch)
+def test_every_switch_trains_and_evaluates(tiny_data, switch, fast_paths):
+    cfg = tiny_config(**switch, fast_paths=fast_paths)
     trainer = StageTrainer(cfg, tiny_data, "train", 1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     logs = trainer.train_epoch(0)
@@ -350,9 +330,11 @@ def test_avca_positional_embedding_frozen_by_default(tiny_data):
     assert torch.equal(trainer.model.pos_emb1D, before)
 
 
+@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("tcn", ["time", "off"])
-def test_daan_temporal_features_with_masks(tiny_temporal, tcn):
-    trainer = StageTrainer(tiny_config(daan={"tcn": {"mode": tcn}}), tiny_temporal, "train", 1)
+def test_daan_temporal_features_with_masks(tiny_temporal, tcn, fast_paths):
+    cfg = tiny_config(daan={"tcn": {"mode": tcn}}, fast_paths=fast_paths)
+    trainer = StageTrainer(cfg, tiny_temporal, "train", 1)
     assert math.isfinite(trainer.train_epoch(0)["loss"])
     val = tiny_temporal.splits["val"]
     # padded steps must not change the embedding: append padding and compare
@@ -382,81 +364,3 @@ def test_tcn_mode_must_match_feature_kind(tiny_data, tiny_temporal):
 def test_avca_rejects_fused_decision_rule():
     with pytest.raises(Exception, match="visual"):
         tiny_config(model="avca", decision_rule="mean")
-
-
-@pytest.mark.parametrize("length", [1, 2, 3, 9])
-@pytest.mark.parametrize("dilation", [1, 2, 4])
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_dilated_conv_equals_torch_conv1d(length, dilation, kernel):
-    """Covers both paths: one block-Toeplitz GEMM (dilation 1, short sequences) and a GEMM per tap."""
-    from model.daan import DilatedConv
-
-    conv = DilatedConv(6, kernel, dilation)
-    ref = torch.nn.Conv1d(6, 6, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
-    with torch.no_grad():
-        ref.weight.copy_(conv.proj.weight.view(6, kernel, 6).permute(0, 2, 1))
-        ref.bias.copy_(conv.proj.bias)
-    x = torch.randn(4, length, 6, requires_grad=True)
-    out, expect = conv(x), ref(x.transpose(1, 2)).transpose(1, 2)
-    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
-    # the per-tap matmuls must also give Conv1d's gradients (input, weight of every tap, bias)
-    g = torch.randn_like(out)
-    gx, gw, gb = torch.autograd.grad(out, (x, conv.proj.weight, conv.proj.bias), g)
-    rx, rw, rb = torch.autograd.grad(expect, (x, ref.weight, ref.bias), g)
-    torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(gw, rw.permute(0, 2, 1).reshape(6, 6 * kernel), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(gb, rb, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("tokens", [2, 4])
-@pytest.mark.parametrize("subtract_on", ["all", "visual"])
-@pytest.mark.parametrize("learnable_lambda", [False, True])
-def test_qdma_without_mask_equals_all_keys_allowed(tokens, subtract_on, learnable_lambda):
-    """No mask with 2 tokens takes the closed form (sigmoid of one key difference): same outputs and
-    gradients as the general masked path."""
-    torch.manual_seed(2)
-    attn = QDMA(8, 2, 4, 0.0, 0.5, learnable_lambda, subtract_on, True).double()
-    x = torch.randn(3, tokens, 8, dtype=torch.float64, requires_grad=True)
-    modality = torch.arange(tokens) >= tokens // 2
-    params = [x, *attn.parameters()]
-    fast = attn(x, modality.long(), None)
-    slow = attn(x, modality.long(), torch.ones(3, tokens, tokens, dtype=torch.bool))
-    torch.testing.assert_close(fast, slow)
-    g = torch.randn_like(fast)
-    got, want = torch.autograd.grad(fast, params, g), torch.autograd.grad(slow, params, g)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize("tokens", [1, 2, 3, 5])
-def test_attention_products_equal_matmul_for_any_token_count(tokens):
-    from model.layers import attention_mix, attention_scores
-
-    q, k, v = torch.randn(3, 2, tokens, 4), torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
-    torch.testing.assert_close(attention_scores(q, k), q @ k.transpose(-1, -2))
-    attn = torch.softmax(torch.randn(3, 2, tokens, 2), dim=-1)
-    torch.testing.assert_close(attention_mix(attn, v), attn @ v)
-
-
-def test_dropout_draws_a_bernoulli_mask_with_inverse_keep_scaling():
-    from model.layers import Dropout
-
-    torch.manual_seed(0)
-    drop = Dropout(0.3).train()
-    x = torch.ones(200_000, requires_grad=True)
-    y = drop(x)
-    kept = y != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 7 sigma of a Bernoulli(0.7) mean over 2e5 draws
-    # neighbours are independent (each raw draw feeds four elements): both kept 0.49, one of 4 all 0.7^4
-    assert abs((kept[1:] & kept[:-1]).float().mean().item() - 0.49) < 0.008
-    assert abs(kept.view(-1, 4).all(1).float().mean().item() - 0.7**4) < 0.01
-    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach())  # d(x * mask / 0.7)/dx is the mask / 0.7
-    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
-    drop.train()
-    masks = []
-    for seed in (1, 1, 2):  # torch's seed decides the mask, as for nn.Dropout
-        torch.manual_seed(seed)
-        masks.append(drop(torch.ones(1000)) != 0)
-    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])

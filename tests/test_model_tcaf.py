@@ -623,15 +623,15 @@ def test_metrics_go_through_the_shared_protocol(tiny_temporal, tmp_path):
 
 def test_tcaf_trains_from_temporal_feature_stores(tmp_path):
     """Our stores' per-window features, joined by the manifest, train TCaF (variable lengths, masks)."""
-    from test_model_data import _embedding_npz, _manifest_and_stores
+    from test_model_data import _embedding_npz, _manifest_and_stores, _spread_over
 
     from model.data.stores import InMemoryStore, load_from_stores
 
     manifest, audio, visual, syn = _manifest_and_stores(temporal=True)
     npz = _embedding_npz(syn, tmp_path)
     data = load_from_stores(
-        InMemoryStore(audio),
-        InMemoryStore(visual),
+        InMemoryStore(audio, timestamps=_spread_over(audio, seconds=3.0)),
+        InMemoryStore(visual, timestamps=_spread_over(visual, seconds=3.0)),
         manifest,
         temporal=True,
         embeddings="w2v",
