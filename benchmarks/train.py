@@ -1,11 +1,13 @@
 """Training-epoch speed on UCF-GZSL-sized synthetic features, three loops side by side in one run, on the
-fast paths (the default) and the plain model (``--paths``).
+fast paths (the default) and the plain model (``--paths``), for AVCA, DAAN and TCaF.
 
 (a) model only: forward, backward and optimiser step on ready-made batches (the math floor);
 (b) our epoch: whole-epoch pair indices + gathers from pre-loaded tensors (``StageTrainer.train_epoch``);
 (c) a loop in the style of the public reference code: a per-sample Dataset that builds positive/negative
     pairs in Python, a DataLoader with worker processes over a class-balanced batch sampler, and an extra
     embedding pass in train mode after every step (REFERENCE §1.8, §2.6).
+TCaF trains on per-window sequences (``ucf_sized(temporal_steps=...)``) with its own objective and its shipped
+UCF cls configuration (batch 64, 300 batches per epoch): (a) is its step on ready positives, (c) is not run.
 Reported: (b)/(a), (c)/(b), our whole epoch (500 batches + validation metrics) against half of the public
 AVCA code's 157 s + 66 s on a 2-core CPU, and the stage-1 wall time (50 epochs) estimated from them.
 ``--stage1-run`` instead times real stage-1 runs (the protocol end to end: 50 epochs of 500 batches,
@@ -26,7 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from benchmarks.report import command_line, markdown_table, write_section
-from model.config import TrainConfig
+from model.api import resolve_config
+from model.config import RunConfig, TrainConfig
 from model.data.gzsl import GZSLData
 from model.data.synthetic import make_synthetic
 from model.protocol import train_and_evaluate
@@ -35,11 +38,13 @@ from model.trainer import Batch, StageTrainer
 COMMAND = ".venv/bin/python -m benchmarks.train"
 REFERENCE_EPOCH_S, REFERENCE_VAL_S = 157.0, 66.0  # public AVCA code, 2-core CPU (issue 5)
 PROTOCOL_BATCHES, STAGE1_EPOCHS = 500, 50
+TCAF_BATCHES, TCAF_STEPS = 300, 16  # TCaF's epoch; sequences of 8-16 windows (UCF clips average ~7 s)
 
 
-def ucf_sized(seed: int = 0) -> GZSLData:
+def ucf_sized(seed: int = 0, temporal_steps: int = 0) -> GZSLData:
     """30 seen + 12 stage-1-unseen + 9 test-unseen classes; 140 videos per class gives 4,998 train_val
-    videos (UCF: 4,994), 2,940 stage-1 train, 2,058 val; audio 128-d, visual 4096-d, class embeddings 300-d."""
+    videos (UCF: 4,994), 2,940 stage-1 train, 2,058 val; audio 128-d, visual 4096-d, class embeddings 300-d.
+    ``temporal_steps``: per-window sequences of temporal_steps/2..temporal_steps rows instead of averages."""
     return make_synthetic(
         n_seen=30,
         n_val_unseen=12,
@@ -49,8 +54,15 @@ def ucf_sized(seed: int = 0) -> GZSLData:
         visual_dim=4096,
         embedding_dim=300,
         attributes=32,
+        temporal_steps=temporal_steps,
         seed=seed,
     )
+
+
+def tcaf_config(**overrides: object) -> TrainConfig:
+    """TCaF's shipped UCF cls configuration (model/configs/ucf_cls_tcaf.yaml) with ``overrides``."""
+    base = RunConfig.from_yaml(resolve_config("ucf_cls_tcaf")).train
+    return base.model_copy(update=overrides)
 
 
 class PairDataset(Dataset):
@@ -110,6 +122,14 @@ def synchronize(trainer: StageTrainer) -> None:
 def time_model_only(trainer: StageTrainer, n_batches: int, batch_size: int) -> float:
     gen = torch.Generator().manual_seed(1)
     pairs = trainer.sampler.epoch(8, batch_size, gen)
+    if trainer.spec.objective == "classes":  # TCaF: its step on the positives of ready batches
+        crops = torch.Generator().manual_seed(2)
+        trainer.class_step(pairs.positive[0], crops)  # warm-up
+        start = time.perf_counter()
+        for b in range(n_batches):
+            trainer.class_step(pairs.positive[b % 8], crops)
+        synchronize(trainer)
+        return time.perf_counter() - start
     ready = [trainer.gather(torch.cat([pairs.positive[k], pairs.negative[k]])) for k in range(8)]
     trainer.step_on(ready[0], use_csgm=trainer.csgm is not None)  # warm-up
     start = time.perf_counter()
@@ -221,36 +241,31 @@ def device_label(device: str, threads: int) -> str:
     return f"the CPU ({threads} torch threads)"
 
 
+def model_config(name: str, path: str, args: argparse.Namespace) -> TrainConfig:
+    common = {"batches_per_epoch": args.batches, "device": args.device, "fast_paths": path == "fast"}
+    if name == "tcaf":
+        return tcaf_config(**common)
+    return TrainConfig(model=name, batch_size=args.batch_size, **common)
+
+
 def measure(name: str, data: GZSLData, args: argparse.Namespace) -> list[list[object]]:
     """The loops of one model on every requested path, alternating (a shared, noisy CPU): each loop's best
     round is kept. (c) runs for AVCA on the first path only: it measures the reference's data handling."""
     trainers = {
-        path: StageTrainer(
-            TrainConfig(
-                model=name,
-                batches_per_epoch=args.batches,
-                batch_size=args.batch_size,
-                device=args.device,
-                fast_paths=path == "fast",
-            ),
-            data,
-            "train",
-            1,
-        )
-        for path in args.paths.split(",")
+        path: StageTrainer(model_config(name, path, args), data, "train", 1) for path in args.paths.split(",")
     }
     first = next(iter(trainers))
     best = {path: {"a": inf, "b": inf, "c": inf, "val": inf} for path in trainers}
     for _ in range(args.rounds):
         for path, trainer in trainers.items():
             t = best[path]
-            t["a"] = min(t["a"], time_model_only(trainer, args.batches, args.batch_size))
+            t["a"] = min(t["a"], time_model_only(trainer, args.batches, trainer.cfg.batch_size))
             t["b"] = min(t["b"], time_our_epoch(trainer))
             t["val"] = min(t["val"], time_validation(trainer, data))
             if name == "avca" and path == first:
                 reference = time_reference_loop(trainer, data, args.batches, args.batch_size, args.workers)
                 t["c"] = min(t["c"], reference)
-    scale = PROTOCOL_BATCHES / args.batches
+    scale = (PROTOCOL_BATCHES if name != "tcaf" else TCAF_BATCHES) / args.batches
     rows = []
     for path, t in best.items():
         epoch_500 = t["b"] * scale + t["val"]
@@ -267,7 +282,7 @@ def measure(name: str, data: GZSLData, args: argparse.Namespace) -> list[list[ob
                 f"{t['b'] / best[first]['b']:.2f}",
                 f"{t['val']:.1f}",
                 f"{epoch_500:.0f}",
-                f"{epoch_500 / (REFERENCE_EPOCH_S + REFERENCE_VAL_S):.2f}",
+                f"{epoch_500 / (REFERENCE_EPOCH_S + REFERENCE_VAL_S):.2f}" if name != "tcaf" else "-",
                 f"{STAGE1_EPOCHS * epoch_500 / 60:.0f}",
             ]
         )
@@ -294,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         default=torch.get_num_threads(),
         help="torch intra-op threads; use 1 when the machine is busy (2 OpenMP threads then ran 10-20x slower)",
     )
-    parser.add_argument("--models", default="avca,daan")
+    parser.add_argument("--models", default="avca,daan,tcaf")
     parser.add_argument(
         "--paths", default="fast,plain", help="fast (the default paths), plain, or both side by side"
     )
@@ -316,7 +331,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
         write_stage1(rows, args, argv)
         return
-    rows = [row for name in args.models.split(",") for row in measure(name, data, args)]
+    names = args.models.split(",")
+    rows = [row for name in names if name != "tcaf" for row in measure(name, data, args)]
+    if "tcaf" in names:
+        rows += measure("tcaf", ucf_sized(temporal_steps=TCAF_STEPS), args)
     header = [
         "model",
         "paths",
@@ -327,14 +345,15 @@ def main(argv: list[str] | None = None) -> None:
         "(c)/(b)",
         f"(b) vs {args.paths.split(',')[0]}",
         "val metrics s",
-        "our epoch s (500 b + val)",
+        "our epoch s (500 b, TCaF 300 b, + val)",
         "vs public 157+66 s",
         "stage 1 (50 ep) min, est.",
     ]
     body = (
         f"UCF-GZSL-sized synthetic features (`benchmarks/train.py:ucf_sized`: 2,940 stage-1 train videos, "
         f"4,998 train_val, 2,058 val; audio 128-d, visual 4096-d, class embeddings 300-d), batch {args.batch_size} "
-        f"pairs, on {device_label(args.device, args.threads)}. Each loop measured on "
+        f"pairs (TCaF: its shipped UCF cls config, batch 64 positives, on sequences of {TCAF_STEPS // 2}-"
+        f"{TCAF_STEPS} windows), on {device_label(args.device, args.threads)}. Each loop measured on "
         f"{args.batches} batches in the same process, alternating, best of {args.rounds} rounds; per-epoch and stage-1 times are extrapolated to the "
         f"protocol's {PROTOCOL_BATCHES} batches and {STAGE1_EPOCHS} epochs (not a full run; `--stage1-run` "
         f"times real ones). (c) uses {args.workers} DataLoader workers, runs for AVCA only (the published code "
