@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test test-fast demo bench lint clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+# The inner loop: everything but the end-to-end tests marked slow (under 2 minutes on 2 cores).
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/avzsl demo $(DEMO_ARGS)
