@@ -107,6 +107,17 @@ class VideoManifest:
     def video_ids(self) -> list[str]:
         return self.table["video_id"].tolist()
 
+    def video_id_array(self) -> pa.Array:
+        """The video ids as one arrow string array (joins with a store's index without a Python string
+        per video)."""
+        ids = pa.array(self.table["video_id"], type=pa.string())
+        return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+    def paths(self) -> list[str | None]:
+        """Each video's file path, None where the manifest has none."""
+        column = self.table["path"]
+        return column.astype(object).where(column.notna(), None).tolist()
+
     def select(self, splits: str | Iterable[str]) -> VideoManifest:
         """The videos of one split or several (e.g. ``LOADER_SPLITS['val']``)."""
         wanted = [splits] if isinstance(splits, str) else list(splits)

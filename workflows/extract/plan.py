@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.manifest import VideoManifest
 from pipeline.store import LOST, FeatureStore
@@ -26,8 +29,7 @@ RETRY_ALWAYS = ("error", "crashed", LOST)
 MISSING = (-1, 0.0)  # source_stat of an absent file
 
 
-@dataclass(frozen=True)
-class VideoItem:
+class VideoItem(NamedTuple):
     video_id: str
     path: str | None
     has_rows: tuple[str, ...] = ()  # extractors that hold rows for it: a vanished source must not undo them
@@ -56,12 +58,15 @@ def source_stat(path: str | None) -> tuple[int, float]:
     return (stat.st_size, stat.st_mtime) if stat else MISSING
 
 
+# ----------------------------------------------------------------------------- the rule, per video
 def has_rows(record: Any | None, shards: set[str]) -> bool:
     """The record points at rows that are on disk."""
     return record is not None and isinstance(record["shard"], str) and record["shard"] in shards
 
 
 def needs_work(record: Any | None, stat: tuple[int, float], retry_failed: bool, shards: set[str]) -> bool:
+    """Whether a video needs work for one store: the definition :class:`StoreView` computes for all
+    videos at once (``record``: its latest record or None, ``stat``: its source's (size, mtime))."""
     if record is None or record["outcome"] in RETRY_ALWAYS:
         return True
     if isinstance(record["shard"], str) and record["shard"] not in shards:
@@ -73,38 +78,125 @@ def needs_work(record: Any | None, stat: tuple[int, float], retry_failed: bool, 
     return retry_failed and record["status"] != "ok"
 
 
-def final_mask(index: pd.DataFrame, shards: set[str]) -> pd.Series:
+# ----------------------------------------------------------------------------- the rule, for all videos
+def final_mask(records: pa.Table, shards: set[str]) -> np.ndarray:
     """Per record: the video reached a status a plain re-run keeps (ok, partial, or the input's failure)."""
-    gone = index["shard"].notna() & ~index["shard"].isin(list(shards))
-    return ~(index["outcome"].isin(RETRY_ALWAYS) | gone)
+    gone = _valid(records.column("shard")) & ~_isin(records.column("shard"), shards)
+    return ~(_isin(records.column("outcome"), RETRY_ALWAYS) | gone)
 
 
+class StoreView:
+    """One store's latest records lined up with the manifest's videos (a hash join on video_id).
+
+    Every array has one entry per manifest video; a video absent from the store has ``present`` False.
+    """
+
+    def __init__(self, latest: pa.Table, shards: set[str], video_ids: pa.Array):
+        found = pc.index_in(video_ids, value_set=latest.column("video_id"))
+        self.present = found.is_valid().to_numpy(zero_copy_only=False)
+        at = found.fill_null(0).to_numpy(zero_copy_only=False)
+
+        def column(values: np.ndarray, absent: Any) -> np.ndarray:
+            if not latest.num_rows:
+                return np.full(len(at), absent)
+            return np.where(self.present, values[at], absent)
+
+        shard = latest.column("shard")
+        self.retry_always = column(_isin(latest.column("outcome"), RETRY_ALWAYS), False)
+        self.has_shard = column(_valid(shard), False)
+        self.has_rows = column(_valid(shard) & _isin(shard, shards), False)
+        self.final = column(final_mask(latest, shards), False)
+        self.ok = column(_isin(latest.column("status"), ("ok",)), False)
+        self.failed = column(_isin(latest.column("status"), ("failed",)), False)
+        self.size = column(latest.column("source_size").to_numpy(), -2)
+        self.mtime = column(latest.column("source_mtime").to_numpy(), np.nan)
+        self._latest, self._at = latest, at
+
+    def needs_work(self, size: np.ndarray, mtime: np.ndarray, retry_failed: bool) -> np.ndarray:
+        """:func:`needs_work` for every video (``size``/``mtime``: its source's, :data:`MISSING` if absent)."""
+        gone = self.has_shard & ~self.has_rows
+        missing = (size == MISSING[0]) & (mtime == MISSING[1])
+        changed = (self.size != size) | (self.mtime != mtime)
+        redo = changed | (retry_failed & ~self.ok)
+        return ~self.present | self.retry_always | gone | (~(missing & self.has_rows) & redo)
+
+    def count(self, column: str, where: np.ndarray) -> dict[str, int]:
+        """How many of the present videos selected by ``where`` have each value of ``column``, most first."""
+        values = self._latest.column(column).combine_chunks()
+        if not pa.types.is_dictionary(values.type):
+            values = values.dictionary_encode()
+        codes = values.indices.to_numpy(zero_copy_only=False)[self._at[where & self.present]]
+        counts = np.bincount(codes, minlength=len(values.dictionary))
+        named = [
+            (int(n), str(name)) for n, name in zip(counts, values.dictionary.to_pylist(), strict=True) if n
+        ]
+        return {name: n for n, name in sorted(named, key=lambda item: (-item[0], item[1]))}
+
+
+def _valid(column: pa.ChunkedArray) -> np.ndarray:
+    return column.is_valid().to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, bool)
+
+
+def _isin(column: pa.ChunkedArray, values: Sequence[str] | set[str]) -> np.ndarray:
+    """Per entry: its value is one of ``values`` (null: False)."""
+    if not len(column):
+        return np.zeros(0, bool)
+    hit = pc.is_in(column.cast(pa.string()), value_set=pa.array(sorted(values), pa.string()))
+    return hit.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def source_stats(paths: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`source_stat` of every path, as a size array and an mtime array."""
+    size = np.full(len(paths), MISSING[0], dtype=np.int64)
+    mtime = np.full(len(paths), MISSING[1], dtype=np.float64)
+    for i, path in enumerate(paths):
+        if path:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            size[i], mtime[i] = stat.st_size, stat.st_mtime
+    return size, mtime
+
+
+# ----------------------------------------------------------------------------- the plan
 def plan_tasks(
     manifest: VideoManifest, stores: dict[str, FeatureStore], shard_size: int, retry_failed: bool = False
 ) -> Plan:
-    """Shards of the videos still to do, grouped by the set of extractors they need (see the docstring)."""
-    indexes = {name: store.index() for name, store in stores.items()}
-    shards = {name: store.shard_names() for name, store in stores.items()}
-    groups: dict[tuple[str, ...], list[VideoItem]] = {}
-    plan = Plan([], 0)
-    for entry in manifest.entries():
-        stat = source_stat(entry.path)
-        records = {name: _record(index, entry.video_id) for name, index in indexes.items()}
-        wanted = tuple(n for n, r in records.items() if needs_work(r, stat, retry_failed, shards[n]))
-        kept = tuple(n for n, r in records.items() if has_rows(r, shards[n]))
-        if stat == MISSING and kept:
-            plan.missing_sources.append(entry.video_id)
-        if wanted:
-            groups.setdefault(wanted, []).append(VideoItem(entry.video_id, entry.path, kept))
-        else:
-            plan.done += 1
-    for names, items in groups.items():
+    """Shards of the videos still to do, grouped by the set of extractors they need (see the docstring).
+
+    Videos keep the manifest's order; a group (a set of extractors) comes where its first video does.
+    """
+    ids = manifest.video_id_array()
+    paths = manifest.paths()
+    size, mtime = source_stats(paths)
+    names = list(stores)
+    wanted = np.zeros(len(ids), dtype=np.int64)  # bit i: the video needs work for store i
+    kept = np.zeros(len(ids), dtype=np.int64)  # bit i: store i holds its rows
+    for bit, store in enumerate(stores.values()):
+        view = StoreView(store.index_table(), store.shard_names(), ids)
+        wanted |= view.needs_work(size, mtime, retry_failed).astype(np.int64) << bit
+        kept |= view.has_rows.astype(np.int64) << bit
+    missing = (size == MISSING[0]) & (mtime == MISSING[1])
+    plan = Plan([], int((wanted == 0).sum()))
+    plan.missing_sources = ids.filter(pa.array(missing & (kept != 0))).to_pylist()
+    todo = np.flatnonzero(wanted)
+    groups, first = np.unique(wanted[todo], return_index=True)
+    for group in groups[np.argsort(first)]:
+        members = todo[wanted[todo] == group]
+        extractors = _names(int(group), names)
+        items = [
+            VideoItem(video_id, paths[i], _names(int(kept[i]), names))
+            for i, video_id in zip(members, ids.take(pa.array(members)).to_pylist(), strict=True)
+        ]
         for start in range(0, len(items), shard_size):
             chunk = tuple(items[start : start + shard_size])
-            digest = hashlib.sha1("\n".join([*names, *(v.video_id for v in chunk)]).encode()).hexdigest()[:12]
-            plan.tasks.append(ShardTask(f"shard-{digest}", chunk, names))
+            text = "\n".join([*extractors, *(v.video_id for v in chunk)])
+            plan.tasks.append(
+                ShardTask(f"shard-{hashlib.sha1(text.encode()).hexdigest()[:12]}", chunk, extractors)
+            )
     return plan
 
 
-def _record(index: pd.DataFrame, video_id: str) -> pd.Series | None:
-    return index.loc[video_id] if video_id in index.index else None
+def _names(bits: int, names: list[str]) -> tuple[str, ...]:
+    return tuple(name for i, name in enumerate(names) if bits >> i & 1)
