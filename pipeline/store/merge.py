@@ -61,8 +61,10 @@ def merged_name(level: int) -> str:
     return f"L{level}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def merge_levels(index_dir: Path, fingerprint: str, fan_in: int = FAN_IN) -> list[Merge]:
-    """Merge each level holding ``fan_in`` parts or more into one part of the next level, lowest first."""
+def merge_levels(index_dir: Path, fingerprint: str, fan_in: int | None = None) -> list[Merge]:
+    """Merge each level holding ``fan_in`` (default :data:`FAN_IN`) parts or more into one part of the
+    next level, lowest first."""
+    fan_in = FAN_IN if fan_in is None else fan_in
     if fan_in < 2:
         raise ValueError(f"fan_in must be at least 2, not {fan_in}")
     merges = []

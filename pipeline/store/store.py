@@ -49,7 +49,7 @@ from pipeline.store.index import (
     write_part,
 )
 from pipeline.store.lease import LEASE_FILE, LOCK_FILE, held_here
-from pipeline.store.merge import FAN_IN, Merge, merge_levels, remove_merged_sources
+from pipeline.store.merge import Merge, merge_levels, remove_merged_sources
 from pipeline.store.shard import ShardFormatError, ShardReader, atomic_write, write_shard
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,9 @@ class FeatureStore:
         self.index_table()
         return list(self._damaged)
 
-    def merge_index(self, *, fan_in: int = FAN_IN, leftovers: bool = False) -> list[Merge]:
-        """Merge index parts level by level (:mod:`pipeline.store.merge`); only under this process's lease.
+    def merge_index(self, *, fan_in: int | None = None, leftovers: bool = False) -> list[Merge]:
+        """Merge index parts level by level (:mod:`pipeline.store.merge`; ``fan_in`` defaults to its
+        ``FAN_IN``); only under this process's lease.
 
         ``leftovers``: first remove the sources a merge cut short left beside its merged part (once per
         run is enough: only a killed merge leaves them). The cached index stays valid: a merge keeps every
@@ -281,9 +282,10 @@ class FeatureStore:
         if leftovers:
             remove_merged_sources(self.index_dir)
         merges = merge_levels(self.index_dir, self.fingerprint, fan_in)
-        for merge in merges:
+        for merge in merges:  # the cache holds the records of the sources it read: no need to read them again
             if self._read.issuperset(merge.sources):
-                self._read = (self._read - set(merge.sources)) | {merge.merged}
+                self._read.add(merge.merged)
+            self._read -= set(merge.sources)
         return merges
 
     def shard_names(self) -> set[str]:
