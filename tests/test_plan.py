@@ -1,14 +1,13 @@
 """The plan of an extraction job: the join over all videos gives exactly the tasks of the per-video rule.
 
-``reference_plan`` is the plain definition (one video at a time: its latest record in each store, its
-source's size and mtime, :func:`needs_work`); ``plan_tasks`` computes the same for all videos at once.
+``plan_tasks_per_video`` is the plain definition (one video at a time: its latest record in each store, its
+source's size and mtime, ``needs_work``); ``plan_tasks`` computes the same for all videos at once.
 They are compared on stores in every state a video can be in: absent, ok, partial, failed for the input's
 fault or not (error, crashed, lost), superseded, rows deleted, source changed, moved or never given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -18,49 +17,10 @@ import pytest
 
 from pipeline.manifest import VideoManifest
 from pipeline.store import FeatureStore
-from workflows.extract.plan import (
-    MISSING,
-    Plan,
-    ShardTask,
-    VideoItem,
-    has_rows,
-    needs_work,
-    plan_tasks,
-    source_stat,
-)
+from workflows.extract.plan import plan_tasks, plan_tasks_per_video, source_stat
 
 SPEC = {"name": "fake", "output_dim": 3, "output_dtype": "float32"}
 OUTCOMES = ["ok", "partial", "undecodable", "no_audio", "error", "crashed", "lost"]
-
-
-def reference_plan(
-    manifest: VideoManifest, stores: dict[str, FeatureStore], shard_size: int, retry_failed: bool
-) -> Plan:
-    """The plan, one video at a time, as the rule reads (what ``plan_tasks`` computed before it was a join)."""
-    indexes = {name: store.index() for name, store in stores.items()}
-    shards = {name: store.shard_names() for name, store in stores.items()}
-    groups: dict[tuple[str, ...], list[VideoItem]] = {}
-    plan = Plan([], 0)
-    for entry in manifest.entries():
-        stat = source_stat(entry.path)
-        records = {
-            name: index.loc[entry.video_id] if entry.video_id in index.index else None
-            for name, index in indexes.items()
-        }
-        wanted = tuple(n for n, r in records.items() if needs_work(r, stat, retry_failed, shards[n]))
-        kept = tuple(n for n, r in records.items() if has_rows(r, shards[n]))
-        if stat == MISSING and kept:
-            plan.missing_sources.append(entry.video_id)
-        if wanted:
-            groups.setdefault(wanted, []).append(VideoItem(entry.video_id, entry.path, kept))
-        else:
-            plan.done += 1
-    for names, items in groups.items():
-        for start in range(0, len(items), shard_size):
-            chunk = tuple(items[start : start + shard_size])
-            digest = hashlib.sha1("\n".join([*names, *(v.video_id for v in chunk)]).encode()).hexdigest()[:12]
-            plan.tasks.append(ShardTask(f"shard-{digest}", chunk, names))
-    return plan
 
 
 def random_job(root: Path, seed: int, videos: int = 80) -> tuple[VideoManifest, dict[str, FeatureStore]]:
@@ -106,7 +66,7 @@ def test_the_join_plans_the_same_tasks_as_the_per_video_rule(tmp_path: Path, see
             for chosen in (stores, {"audio": stores["audio"]}, {}):
                 fresh = {name: FeatureStore.open(store.path) for name, store in chosen.items()}
                 got = plan_tasks(manifest, fresh, shard_size, retry_failed)
-                expected = reference_plan(manifest, chosen, shard_size, retry_failed)
+                expected = plan_tasks_per_video(manifest, chosen, shard_size, retry_failed)
                 assert got == expected, (shard_size, retry_failed, list(chosen))
 
 
@@ -115,7 +75,7 @@ def test_the_states_the_random_jobs_cover(tmp_path: Path) -> None:
     seen: dict[str, int] = {}
     for seed in range(8):
         manifest, stores = random_job(tmp_path / str(seed), seed)
-        plan = reference_plan(manifest, stores, 4, False)
+        plan = plan_tasks_per_video(manifest, stores, 4, False)
         seen["done"] = seen.get("done", 0) + plan.done
         seen["missing_sources"] = seen.get("missing_sources", 0) + len(plan.missing_sources)
         seen["kept"] = seen.get("kept", 0) + sum(bool(v.has_rows) for t in plan.tasks for v in t.videos)

@@ -165,7 +165,10 @@ def plan_tasks(
 ) -> Plan:
     """Shards of the videos still to do, grouped by the set of extractors they need (see the docstring).
 
-    Videos keep the manifest's order; a group (a set of extractors) comes where its first video does.
+    The tasks of :func:`plan_tasks_per_video` (the definition), computed for all videos at once: a hash
+    join of the manifest with each store's index and vectorised :func:`needs_work`, so a million videos
+    plan in seconds (benchmarks/job_scale.py). Videos keep the manifest's order; a group (a set of
+    extractors) comes where its first video does.
     """
     ids = manifest.video_id_array()
     paths = manifest.paths()
@@ -189,13 +192,45 @@ def plan_tasks(
             VideoItem(video_id, paths[i], _names(int(kept[i]), names))
             for i, video_id in zip(members, ids.take(pa.array(members)).to_pylist(), strict=True)
         ]
-        for start in range(0, len(items), shard_size):
-            chunk = tuple(items[start : start + shard_size])
-            text = "\n".join([*extractors, *(v.video_id for v in chunk)])
-            plan.tasks.append(
-                ShardTask(f"shard-{hashlib.sha1(text.encode()).hexdigest()[:12]}", chunk, extractors)
-            )
+        plan.tasks += _shards(extractors, items, shard_size)
     return plan
+
+
+def plan_tasks_per_video(
+    manifest: VideoManifest, stores: dict[str, FeatureStore], shard_size: int, retry_failed: bool = False
+) -> Plan:
+    """The plan one video at a time, as the rule reads: :func:`plan_tasks` gives the same, faster."""
+    indexes = {name: store.index() for name, store in stores.items()}
+    shards = {name: store.shard_names() for name, store in stores.items()}
+    groups: dict[tuple[str, ...], list[VideoItem]] = {}
+    plan = Plan([], 0)
+    for entry in manifest.entries():
+        stat = source_stat(entry.path)
+        records = {
+            name: index.loc[entry.video_id] if entry.video_id in index.index else None
+            for name, index in indexes.items()
+        }
+        wanted = tuple(n for n, r in records.items() if needs_work(r, stat, retry_failed, shards[n]))
+        kept = tuple(n for n, r in records.items() if has_rows(r, shards[n]))
+        if stat == MISSING and kept:
+            plan.missing_sources.append(entry.video_id)
+        if wanted:
+            groups.setdefault(wanted, []).append(VideoItem(entry.video_id, entry.path, kept))
+        else:
+            plan.done += 1
+    for names, items in groups.items():
+        plan.tasks += _shards(names, items, shard_size)
+    return plan
+
+
+def _shards(extractors: tuple[str, ...], items: list[VideoItem], shard_size: int) -> list[ShardTask]:
+    """Consecutive videos of one group, ``shard_size`` per task, each task named by what it holds."""
+    tasks = []
+    for start in range(0, len(items), shard_size):
+        chunk = tuple(items[start : start + shard_size])
+        digest = hashlib.sha1("\n".join([*extractors, *(v.video_id for v in chunk)]).encode()).hexdigest()
+        tasks.append(ShardTask(f"shard-{digest[:12]}", chunk, extractors))
+    return tasks
 
 
 def _names(bits: int, names: list[str]) -> tuple[str, ...]:
