@@ -64,5 +64,5 @@ def test_a_manifest_from_a_folder_keeps_its_rows_and_problems(tree: Path) -> Non
     assert manifest.video_ids == [p.relative_to(tree).with_suffix("").as_posix() for p in inside]
     assert manifest.table["label"].tolist() == [p.relative_to(tree).parts[0] for p in inside]
     assert set(manifest.table["split"]) == {"s1_train"}
-    outside = [p.kind for p in manifest.problems if p.kind == "outside_class_folder"]
-    assert outside == ["outside_class_folder"] and [p for p in manifest.problems if p.kind == "not_media"] == skipped
+    assert [p.video_id for p in manifest.problems if p.kind == "outside_class_folder"] == ["top"]
+    assert [p for p in manifest.problems if p.kind == "not_media"] == skipped

@@ -116,7 +116,7 @@ def read_part(path: Path) -> pa.Table:
     A part that vanished (merged away by the run holding the lease) raises ``FileNotFoundError``.
     """
     try:
-        table = pq.read_table(path, read_dictionary=REPEATED_COLUMNS)
+        table = pq.read_table(path, read_dictionary=REPEATED_COLUMNS, use_threads=False)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException, ValueError) as err:
@@ -172,10 +172,8 @@ def empty_records() -> pa.Table:
 
 
 def concat(tables: list[pa.Table]) -> pa.Table:
-    """Tables of records as one table, each column one chunk with one dictionary."""
-    if not tables:
-        return empty_records()
-    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    """Tables of records as one table (no copy: each column keeps its chunks and their dictionaries)."""
+    return pa.concat_tables(tables) if tables else empty_records()
 
 
 def list_parts(index_dir: Path) -> list[Path]:
@@ -226,7 +224,7 @@ def of_store(records: pa.Table, fingerprint: str) -> bool:
 
 def commit_order(records: pa.Table) -> np.ndarray:
     """Positions of the records sorted by commit time, then commit name (stable: file order breaks ties)."""
-    part = records.column("part").combine_chunks()
+    part = records.select(["part"]).unify_dictionaries().column("part").combine_chunks()
     if pa.types.is_dictionary(part.type):  # rank the (few) distinct names, then sort the codes
         names = part.dictionary.to_numpy(zero_copy_only=False)
         rank = np.empty(len(names), dtype=np.int64)
@@ -243,13 +241,14 @@ def in_commit_order(records: pa.Table) -> pa.Table:
 
 
 def latest_per_video(records: pa.Table) -> pa.Table:
-    """One record per video_id: its most recent (see the module docstring), in commit order."""
-    order = commit_order(records)
-    ids = records.column("video_id").combine_chunks().take(pa.array(order)).dictionary_encode()
+    """One record per video_id: its most recent (see the module docstring), in commit order; each column
+    one chunk."""
+    order = pa.array(commit_order(records))
+    ids = records.column("video_id").take(order).combine_chunks().dictionary_encode()
     codes = ids.indices.to_numpy(zero_copy_only=False)
     _, first_from_end = np.unique(codes[::-1], return_index=True)
     last = np.sort(len(codes) - 1 - first_from_end)
-    return records.take(pa.array(order[last]))
+    return records.take(order.take(pa.array(last))).combine_chunks()
 
 
 def to_pandas(records: pa.Table) -> pd.DataFrame:

@@ -82,7 +82,6 @@ class FeatureStore:
         self._frame: pd.DataFrame | None = None  # the pandas view of _latest, built on demand
         self._damaged: list[DamagedPart] = []
         self._readers: OrderedDict[str, ShardReader] = OrderedDict()
-        self._pooled_checked: set[str] = set()
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -358,16 +357,19 @@ class FeatureStore:
         return rows
 
     def _pooled(self, shard: str) -> np.ndarray:
-        """A shard's pooled array, its checksum verified on first use."""
+        """A shard's pooled array, checked against its checksum."""
         reader = self._reader(shard)
-        if self.check_reads and shard not in self._pooled_checked:
-            if reader.damaged_tensors(("pooled",)):
-                raise StoreError(
-                    f"{reader.path}: its pooled features do not match their checksum (damaged data); "
-                    f"{self._repair_hint()}"
-                )
-            self._pooled_checked.add(shard)
-        return reader.array("pooled")
+        try:
+            pooled = reader.read("pooled")
+        except (ShardFormatError, FileNotFoundError) as err:
+            raise StoreError(f"{err}; {self._repair_hint()}") from None
+        expected = reader.checksums.get("pooled")
+        if self.check_reads and expected is not None and array_digest(pooled) != expected:
+            raise StoreError(
+                f"{reader.path}: its pooled features do not match their checksum (damaged data); "
+                f"{self._repair_hint()}"
+            )
+        return pooled
 
     def _repair_hint(self) -> str:
         return f"run `avzsl store repair {self.path}`, then re-run the extraction to redo what it lost"

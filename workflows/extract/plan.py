@@ -27,6 +27,7 @@ from pipeline.store import LOST, FeatureStore
 # Not the video's fault: redone by every run (never a final status; see docs/store.md).
 RETRY_ALWAYS = ("error", "crashed", LOST)
 MISSING = (-1, 0.0)  # source_stat of an absent file
+_STAT_BATCH = 65536
 
 
 class VideoItem(NamedTuple):
@@ -138,24 +139,34 @@ def _valid(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _isin(column: pa.ChunkedArray, values: Sequence[str] | set[str]) -> np.ndarray:
-    """Per entry: its value is one of ``values`` (null: False)."""
+    """Per entry: its value is one of ``values`` (null: False); a dictionary column is looked up through
+    its (few) distinct values."""
     if not len(column):
         return np.zeros(0, bool)
-    hit = pc.is_in(column.cast(pa.string()), value_set=pa.array(sorted(values), pa.string()))
-    return hit.fill_null(False).to_numpy(zero_copy_only=False)
+    array = column.combine_chunks()
+    value_set = pa.array(sorted(values), pa.string())
+    if not pa.types.is_dictionary(array.type):
+        return pc.is_in(array, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
+    hit = pc.is_in(array.dictionary, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
+    codes = array.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    return hit[codes] & array.is_valid().to_numpy(zero_copy_only=False)
 
 
-def source_stats(paths: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`source_stat` of every path, as a size array and an mtime array."""
+def source_stats(paths: pa.Array, where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`source_stat` of every path (null: no path) as a size and an mtime array; with ``where``, of
+    the selected paths only (the others read as :data:`MISSING`)."""
     size = np.full(len(paths), MISSING[0], dtype=np.int64)
     mtime = np.full(len(paths), MISSING[1], dtype=np.float64)
-    for i, path in enumerate(paths):
-        if path:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            size[i], mtime[i] = stat.st_size, stat.st_mtime
+    todo = np.arange(len(paths)) if where is None else np.flatnonzero(where)
+    for start in range(0, len(todo), _STAT_BATCH):  # a batch of Python strings at a time: little memory
+        batch = todo[start : start + _STAT_BATCH]
+        for i, path in zip(batch.tolist(), paths.take(pa.array(batch)).to_pylist(), strict=True):
+            if path:
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                size[i], mtime[i] = stat.st_size, stat.st_mtime
     return size, mtime
 
 
@@ -170,14 +181,14 @@ def plan_tasks(
     plan in seconds (benchmarks/job_scale.py). Videos keep the manifest's order; a group (a set of
     extractors) comes where its first video does.
     """
-    ids = manifest.video_id_array()
-    paths = manifest.paths()
-    size, mtime = source_stats(paths)
+    ids, paths = manifest.video_id_array(), manifest.path_array()
+    views = [StoreView(store.index_table(), store.shard_names(), ids) for store in stores.values()]
+    # A video no store holds is to do whatever its file is: only the others need their source's stat.
+    size, mtime = source_stats(paths, np.logical_or.reduce([v.present for v in views], initial=False))
     names = list(stores)
     wanted = np.zeros(len(ids), dtype=np.int64)  # bit i: the video needs work for store i
     kept = np.zeros(len(ids), dtype=np.int64)  # bit i: store i holds its rows
-    for bit, store in enumerate(stores.values()):
-        view = StoreView(store.index_table(), store.shard_names(), ids)
+    for bit, view in enumerate(views):
         wanted |= view.needs_work(size, mtime, retry_failed).astype(np.int64) << bit
         kept |= view.has_rows.astype(np.int64) << bit
     missing = (size == MISSING[0]) & (mtime == MISSING[1])
@@ -185,14 +196,18 @@ def plan_tasks(
     plan.missing_sources = ids.filter(pa.array(missing & (kept != 0))).to_pylist()
     todo = np.flatnonzero(wanted)
     groups, first = np.unique(wanted[todo], return_index=True)
+    kept_names = {bits: _names(bits, names) for bits in np.unique(kept[todo]).tolist()}
     for group in groups[np.argsort(first)]:
-        members = todo[wanted[todo] == group]
-        extractors = _names(int(group), names)
-        items = [
-            VideoItem(video_id, paths[i], _names(int(kept[i]), names))
-            for i, video_id in zip(members, ids.take(pa.array(members)).to_pylist(), strict=True)
-        ]
-        plan.tasks += _shards(extractors, items, shard_size)
+        members = pa.array(todo[wanted[todo] == group])
+        items = list(
+            map(
+                VideoItem,
+                ids.take(members).to_pylist(),
+                paths.take(members).to_pylist(),
+                [kept_names[bits] for bits in kept[members.to_numpy()].tolist()],
+            )
+        )
+        plan.tasks += _shards(_names(int(group), names), items, shard_size)
     return plan
 
 
