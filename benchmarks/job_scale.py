@@ -148,9 +148,10 @@ def _timed(name: str, function):
     return wrapper
 
 
-def _write_report(stage: str) -> None:
+def _write_report(stage: str, exit_code: int | None = None) -> None:
     report = {
         "stage": stage,
+        "exit_code": exit_code,
         "cpu_s": _cpu() - _START["cpu"],
         "wall_s": time.perf_counter() - _START["wall"],
         "imports_cpu_s": _START["cpu"],
@@ -179,10 +180,10 @@ def child(runner: str, videos: str, out: str) -> None:
     client.load_manifest = _timed("manifest", client.load_manifest)
     client._summarise = _timed("summary", client._summarise)
     _START.update(cpu=_cpu(), wall=time.perf_counter())
-    cli_main(["extract", "--videos", videos, "--out", out, "--cluster", "none", "--extractor", EXTRACTOR,
+    code = cli_main(["extract", "--videos", videos, "--out", out, "--cluster", "none", "--extractor", EXTRACTOR,
               "--weights", "none", "--builder", BUILDER, "--runner", runner, "--shard-size", str(SHARD_SIZE),
               "--no-progress"])  # fmt: skip
-    _write_report("end")
+    _write_report("end", code)
 
 
 def measured_run(runner: str, videos: Path, out: Path, scratch: Path) -> dict:
@@ -348,7 +349,7 @@ def tables(results: list[dict], done: float) -> str:
             f"{r['videos']:,}",
             f"{fresh['cpu_s']:.1f} ({fresh['wall_s']:.1f} s wall)",
             f"{resume['cpu_s']:.1f} ({resume['wall_s']:.1f} s wall)",
-            f"{run['cpu_s']:.1f} ({run['wall_s']:.1f} s wall); summary {run['phases']['summary']:.2f}",
+            f"{run['cpu_s']:.1f} ({run['wall_s']:.1f} s wall), exit status {run['exit_code']}",
             f"{fresh['peak_rss_mb']:.0f} / {resume['peak_rss_mb']:.0f} / {run['peak_rss_mb']:.0f} MB",
             f"{mb(r['final_index_bytes'])} ({r['final_index_bytes'] / r['videos']:.0f} B/video, "
             f"{r['final_index_parts']} parts)",
