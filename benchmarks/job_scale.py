@@ -10,6 +10,8 @@ class's copy of one tiny clip), then, each in its own process through the real C
 - **resume at 90 %**: the same on a store holding 90 % of the videos (whole tasks of 16, the missing 10 %
   chosen at random, as a killed run leaves them), written as a run writes it: a shard per task by the
   store's own writer (without fsync), the index parts in the shape the run's merges leave them;
+- the same with ``--videos manifest.parquet`` (the manifest ``avzsl manifest build`` writes for that
+  folder) instead of the folder;
 - **resume run to the end**: the same command run to completion with a runner that returns 4 rows per
   video at once, so the cost is the job's own: the plan, 10 % of the tasks written (with fsync) and
   merged, and the end summary, which reads only the parts this run wrote.
@@ -148,6 +150,16 @@ def _timed(name: str, function):
     return wrapper
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process: VmHWM, since ru_maxrss also counts the parent's memory at the
+    fork that started this process."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _write_report(stage: str, exit_code: int | None = None) -> None:
     report = {
         "stage": stage,
@@ -155,7 +167,7 @@ def _write_report(stage: str, exit_code: int | None = None) -> None:
         "cpu_s": _cpu() - _START["cpu"],
         "wall_s": time.perf_counter() - _START["wall"],
         "imports_cpu_s": _START["cpu"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
         "phases": dict(_PHASES),
         "reads": dict(_READS),
     }
@@ -315,6 +327,9 @@ def measure(videos: int, scratch: Path, done: float) -> dict:
     result["index_bytes"], result["index_parts"] = index_bytes(store)
     result["resume"] = measured_run(STOP_AT_FIRST_TASK, tree, work / "resume", scratch)
     print("resume plan", result["resume"], flush=True)
+    manifest_file = VideoManifest.from_folder(tree).to_parquet(scratch / f"manifest-{videos}.parquet")
+    result["resume_manifest"] = measured_run(STOP_AT_FIRST_TASK, manifest_file, work / "resume", scratch)
+    print("resume plan, manifest", result["resume_manifest"], flush=True)
 
     manifest = VideoManifest.from_folder(tree)
     stores = {EXTRACTOR: FeatureStore.open(store.path)}
@@ -344,11 +359,12 @@ def tables(results: list[dict], done: float) -> str:
 
     rows = []
     for r in results:
-        fresh, resume, run = r["fresh"], r["resume"], r["resume_run"]
+        fresh, resume, run, listed = r["fresh"], r["resume"], r["resume_run"], r["resume_manifest"]
         rows.append([
             f"{r['videos']:,}",
             f"{fresh['cpu_s']:.1f} ({fresh['wall_s']:.1f} s wall)",
-            f"{resume['cpu_s']:.1f} ({resume['wall_s']:.1f} s wall)",
+            f"{resume['cpu_s']:.1f} ({resume['wall_s']:.1f} s wall); from a manifest file "
+            f"{listed['cpu_s']:.1f} ({listed['wall_s']:.1f} s wall)",
             f"{run['cpu_s']:.1f} ({run['wall_s']:.1f} s wall), exit status {run['exit_code']}",
             f"{fresh['peak_rss_mb']:.0f} / {resume['peak_rss_mb']:.0f} / {run['peak_rss_mb']:.0f} MB",
             f"{mb(r['final_index_bytes'])} ({r['final_index_bytes'] / r['videos']:.0f} B/video, "
@@ -362,7 +378,7 @@ def tables(results: list[dict], done: float) -> str:
         rows,
     )  # fmt: skip
     phases = markdown_table(
-        ["videos", "run", "manifest (folder scan)", "plan", "summary", "index parts read", "records read",
+        ["videos", "run", "manifest (folder scan or file)", "plan", "summary", "index parts read", "records read",
          "imports (before the job, not counted above)"],
         [
             [f"{r['videos']:,}", name, f"{run['phases'].get('manifest', 0):.2f}",
@@ -371,6 +387,7 @@ def tables(results: list[dict], done: float) -> str:
              f"{run['imports_cpu_s']:.1f}"]
             for r in results
             for name, run in (("plan, empty store", r["fresh"]), (f"resume at {done:.0%}", r["resume"]),
+                              (f"resume at {done:.0%}, manifest file", r["resume_manifest"]),
                               ("resume run to the end", r["resume_run"]))
         ],
     )  # fmt: skip

@@ -160,9 +160,8 @@ class VideoManifest:
         path.parent.mkdir(parents=True, exist_ok=True)
         base = Path(os.path.abspath(path.parent))
         table = self.table.copy()
-        table["path"] = (
-            table["path"].map(lambda p: _relative_to(p, base), na_action="ignore").astype("string")
-        )
+        relative = relative_paths(self.path_array(), base)
+        table["path"] = pd.array(relative, dtype=pd.StringDtype("pyarrow"))
         meta = {
             "version": _FORMAT_VERSION,
             "paths_relative_to_file": True,
@@ -192,10 +191,11 @@ class VideoManifest:
             raise ManifestError(f"{path}: not a readable parquet manifest ({err})") from None
         raw = (arrow.schema.metadata or {}).get(_METADATA_KEY)
         meta = json.loads(raw) if raw else {}
-        table = arrow.to_pandas()
-        if meta.get("paths_relative_to_file") and "path" in table.columns:
+        if meta.get("paths_relative_to_file") and "path" in arrow.column_names:
             base = Path(os.path.abspath(path.parent))
-            table["path"] = table["path"].map(lambda p: _absolute_from(p, base), na_action="ignore")
+            paths = absolute_paths(arrow.column("path").combine_chunks().cast(pa.string()), base)
+            arrow = arrow.set_column(arrow.column_names.index("path"), "path", paths)
+        table = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
         problems = [ManifestProblem(**p) for p in meta.get("problems", [])]
         return cls(table, problems, meta.get("info"), source=str(path))
 
@@ -475,6 +475,44 @@ def _relative_to(path: str, base: Path) -> str:
 
 def _absolute_from(path: str, base: Path) -> str:
     return path if not path or Path(path).is_absolute() else str(base / path)
+
+
+# A path pathlib would rewrite when joining or normalising it: an empty, "." or ".." component.
+_UNCLEAN_PATH = r"//|/$|(^|/)\.\.?(/|$)"
+
+
+def relative_paths(paths: pa.Array, base: Path) -> pa.Array:
+    """:func:`_relative_to` of every path (``base`` absolute): done on the text where that is what pathlib
+    gives (clean paths), by :func:`_relative_to` for the others, so a million paths take a fraction of a
+    second."""
+    absolute = pc.starts_with(paths, "/")
+    clean = pc.and_(pc.invert(pc.match_substring_regex(paths, _UNCLEAN_PATH)), pc.not_equal(paths, ""))
+    clean = pc.and_(clean, pc.invert(pc.starts_with(paths, "//")))
+    full = pc.if_else(absolute, paths, pc.binary_join_element_wise(_prefix(Path(os.getcwd())), paths, ""))
+    clean = pc.and_(clean, pc.not_equal(full, str(base)))  # the folder itself: pathlib says "."
+    inside = pc.starts_with(full, _prefix(base))
+    text = pc.if_else(inside, pc.replace_substring(full, _prefix(base), "", max_replacements=1), full)
+    return _fix_rows(paths, text, clean, lambda path: _relative_to(path, base))
+
+
+def absolute_paths(paths: pa.Array, base: Path) -> pa.Array:
+    """:func:`_absolute_from` of every path (``base`` absolute), on the text where that is what pathlib
+    gives (clean relative paths), by :func:`_absolute_from` for the others."""
+    relative = pc.and_(pc.invert(pc.starts_with(paths, "/")), pc.not_equal(paths, ""))
+    text = pc.if_else(relative, pc.binary_join_element_wise(_prefix(base), paths, ""), paths)
+    plain = pc.or_(pc.invert(relative), pc.invert(pc.match_substring_regex(paths, _UNCLEAN_PATH)))
+    return _fix_rows(paths, text, plain, lambda path: _absolute_from(path, base))
+
+
+def _fix_rows(paths: pa.Array, text: pa.Array, plain: pa.Array, reference) -> pa.Array:
+    """``text`` where ``plain`` holds (or the path is null), ``reference(path)`` elsewhere."""
+    odd = np.flatnonzero(~pc.fill_null(plain, True).to_numpy(zero_copy_only=False))
+    if not len(odd):
+        return text
+    values = text.to_pylist()
+    for i, path in zip(odd.tolist(), paths.take(pa.array(odd)).to_pylist(), strict=True):
+        values[i] = reference(path)
+    return pa.array(values, pa.string())
 
 
 def _find_split_dir(root: Path, dataset: str, features: str) -> Path:

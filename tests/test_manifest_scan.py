@@ -66,3 +66,27 @@ def test_a_manifest_from_a_folder_keeps_its_rows_and_problems(tree: Path) -> Non
     assert set(manifest.table["split"]) == {"s1_train"}
     assert [p.video_id for p in manifest.problems if p.kind == "outside_class_folder"] == ["top"]
     assert [p for p in manifest.problems if p.kind == "not_media"] == skipped
+
+
+PATHS = [
+    "/data/videos/cat/a.mp4", "cat/a.mp4", "./cat/a.mp4", "cat/../dog/b.mp4", "cat//a.mp4", "cat/a.mp4/",
+    "/data/videos", "/data/videos/", "/data/videos-2/x.mp4", "/data/other/x.mp4", "//data/videos/x.mp4",
+    "/data/videos/./x.mp4", "/data/videos/../videos/x.mp4", "..", ".", "", None, "...", "a/.../b.mp4",
+    "/data/vidéos/ü.mp4", "/data/videos/ü ß.mp4", "x.mp4", "/", "a/.",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("base", ["/data/videos", "/", "/data/vidéos"])
+def test_paths_relative_to_the_manifest_and_back_as_pathlib_gives_them(
+    base: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from pipeline.manifest import _absolute_from, _relative_to, absolute_paths, relative_paths
+
+    monkeypatch.chdir(tmp_path)
+    paths = pa.array(PATHS, pa.string())
+    expected = [None if p is None else _relative_to(p, Path(base)) for p in PATHS]
+    assert relative_paths(paths, Path(base)).to_pylist() == expected
+    expected = [None if p is None else _absolute_from(p, Path(base)) for p in PATHS]
+    assert absolute_paths(paths, Path(base)).to_pylist() == expected

@@ -81,3 +81,17 @@ def test_the_states_the_random_jobs_cover(tmp_path: Path) -> None:
         seen["kept"] = seen.get("kept", 0) + sum(bool(v.has_rows) for t in plan.tasks for v in t.videos)
         seen["groups"] = max(seen.get("groups", 0), len({t.extractors for t in plan.tasks}))
     assert seen["done"] and seen["missing_sources"] and seen["kept"] and seen["groups"] >= 5, seen
+
+
+def test_a_store_without_any_rows_plans_as_the_rule(tmp_path: Path) -> None:
+    manifest, stores = random_job(tmp_path, 0)
+    failed = FeatureStore.create(tmp_path / "failed", SPEC | {"name": "failed"}, "fp-failed")
+    writer = failed.writer("task")
+    for video_id, path in list(zip(manifest.video_ids, manifest.table["path"], strict=True))[:5]:
+        writer.add(video_id, None, None, None, "undecodable", "bad", str(path), 1, 1.0)
+    writer.commit()
+    chosen = {"failed": failed, "visual": stores["visual"]}
+    for retry_failed in (False, True):
+        assert plan_tasks(manifest, chosen, 4, retry_failed) == plan_tasks_per_video(
+            manifest, chosen, 4, retry_failed
+        )

@@ -148,8 +148,8 @@ def _isin(column: pa.ChunkedArray, values: Sequence[str] | set[str]) -> np.ndarr
     if not pa.types.is_dictionary(array.type):
         return pc.is_in(array, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
     hit = pc.is_in(array.dictionary, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
-    codes = array.indices.fill_null(0).to_numpy(zero_copy_only=False)
-    return hit[codes] & array.is_valid().to_numpy(zero_copy_only=False)
+    hit = np.append(hit, False)  # the code given to nulls
+    return hit[array.indices.fill_null(len(hit) - 1).to_numpy(zero_copy_only=False)]
 
 
 def source_stats(paths: pa.Array, where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +160,9 @@ def source_stats(paths: pa.Array, where: np.ndarray | None = None) -> tuple[np.n
     todo = np.arange(len(paths)) if where is None else np.flatnonzero(where)
     for start in range(0, len(todo), _STAT_BATCH):  # a batch of Python strings at a time: little memory
         batch = todo[start : start + _STAT_BATCH]
-        for i, path in zip(batch.tolist(), paths.take(pa.array(batch)).to_pylist(), strict=True):
-            if path:
-                try:
-                    stat = os.stat(path)
-                except OSError:
-                    continue
-                size[i], mtime[i] = stat.st_size, stat.st_mtime
+        stats = [source_stat(path) for path in paths.take(pa.array(batch)).to_pylist()]
+        size[batch] = [s for s, _ in stats]
+        mtime[batch] = [m for _, m in stats]
     return size, mtime
 
 
