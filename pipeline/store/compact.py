@@ -1,13 +1,12 @@
 """Compaction: merge the index parts into one holding only current records; delete shards none uses.
 
-Runs merge index parts as they go (:mod:`.merge`), keeping every record; after re-extractions the
-index still holds superseded records, and shards whose videos were all superseded take space.
-Compaction drops both. It runs under the store
-lease, so no extraction is writing meanwhile. It first runs a quick repair (damaged parts set aside and
-their records recovered from the shards, orphaned shards' records committed), so no shard that a damaged
-part still needed is taken for unused. The merged part is written, read back and compared with the
-records it replaces before any old part is removed, so a crash or a bad write at any point leaves a
-readable store with every record (at worst duplicated, identically).
+Runs merge index parts as they go (:mod:`.merge`), keeping every record; after re-extractions the index
+still holds superseded records, and shards whose videos were all superseded take space. Compaction drops
+both. It runs under the store lease, so no extraction is writing meanwhile. It first runs a quick repair
+(damaged parts set aside and their records recovered from the shards, orphaned shards' records
+committed), so no shard that a damaged part still needed is taken for unused. The merged part is written,
+read back and compared with the records it replaces before any old part is removed, so a crash or a bad
+write at any point leaves a readable store with every record (at worst duplicated, identically).
 """
 
 from __future__ import annotations

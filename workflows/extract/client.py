@@ -114,7 +114,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             stack.enter_context(StoreLease(store.path))
         record_run(cfg, stores)  # only once every lease is ours: a refused run changes nothing
         for name, store in stores.items():
-            _merge_index(store, leftovers=True)  # a store written before merging existed: merged now, once
+            _merge_index(store, leftovers=True)  # what a killed merge left; a store of many small parts
             if store.damaged_parts:
                 summary.repairs[name] = str(repair_store(store, quick=True, lease=False))
         plan = plan_tasks(manifest, stores, cfg.shard_size, cfg.retry_failed)
