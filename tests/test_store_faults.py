@@ -627,9 +627,9 @@ def test_dask_workers_report_progress_per_video(
 
 
 def test_not_done_videos_are_not_final(tmp_path: Path) -> None:
-    import pandas as pd
+    import pyarrow as pa
 
-    index = pd.DataFrame({"outcome": ["ok", "lost", "crashed", "error", "ok", "undecodable"],
-                          "shard": ["a", None, None, None, "gone", None]})  # fmt: skip
+    index = pa.table({"outcome": ["ok", "lost", "crashed", "error", "ok", "undecodable"],
+                      "shard": ["a", None, None, None, "gone", None]})  # fmt: skip
     assert final_mask(index, {"a"}).tolist() == [True, False, False, False, False, True]
     assert source_stat(str(tmp_path / "nothing")) == (-1, 0.0)

@@ -1,9 +1,10 @@
 """Sharded feature stores: lock-free parallel writes, an index that drives resume, memory-mapped reads.
 
-Public API: :class:`FeatureStore` (``create``, ``open``, ``header``, ``index``, ``video_ids``, ``features``,
-``timestamps``, ``pooled``, ``writer``), :func:`find_stores`, :class:`ShardWriter`, :class:`StoreLease`,
-:func:`verify_store`, :func:`repair_store`, :func:`compact_store`, and the AV-GZSL layout converters in
-:mod:`pipeline.store.layouts`. The format and its guarantees: docs/store.md.
+Public API: :class:`FeatureStore` (``create``, ``open``, ``header``, ``index``, ``index_table``, ``video_ids``,
+``features``, ``timestamps``, ``pooled``, ``writer``, ``merge_index``), :func:`find_stores`,
+:class:`ShardWriter`, :class:`StoreLease`, :func:`verify_store`, :func:`repair_store`, :func:`compact_store`,
+and the AV-GZSL layout converters in :mod:`pipeline.store.layouts`. The format and its guarantees:
+docs/store.md.
 """
 
 from pipeline.store.compact import CompactReport, compact_store

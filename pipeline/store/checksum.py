@@ -36,11 +36,14 @@ def table_digest(table: pa.Table) -> str:
     """Digest of a table's values, independent of how parquet or arrow chunked or encoded them.
 
     Per column: its name, null mask, and values (strings as lengths + UTF-8 bytes, nulls as empty,
-    numbers as their fixed-width bytes with nulls as 0). Vectorised: a million rows take milliseconds.
+    numbers as their fixed-width bytes with nulls as 0; dictionary-encoded columns as their values).
+    Vectorised: a million rows take a fraction of a second.
     """
     h = hashlib.sha256()
     for name in table.column_names:
         column = table.column(name).combine_chunks()
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
         h.update(name.encode() + b"\0")
         h.update(np.asarray(column.is_null(), dtype=np.bool_).view(np.uint8))
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):

@@ -1,32 +1,31 @@
-"""Compaction: merge the index parts into one and delete shards no current record uses.
+"""Compaction: merge the index parts into one holding only current records; delete shards none uses.
 
-A long job leaves one index part per task and, after re-extractions, shards whose videos were all
-superseded. Compaction keeps reads of the index fast and reclaims that space. It runs under the store
-lease, so no extraction is writing meanwhile. It first runs a quick repair (damaged parts set aside and
-their records recovered from the shards, orphaned shards' records committed), so no shard that a damaged
-part still needed is taken for unused. The merged part is written, read back and compared with the
-records it replaces before any old part is removed, so a crash or a bad write at any point leaves a
-readable store with every record (at worst duplicated, identically).
+Runs merge index parts as they go (:mod:`.merge`), keeping every record; after re-extractions the index
+still holds superseded records, and shards whose videos were all superseded take space. Compaction drops
+both. It runs under the store lease, so no extraction is writing meanwhile. It first runs a quick repair
+(damaged parts set aside and their records recovered from the shards, orphaned shards' records
+committed), so no shard that a damaged part still needed is taken for unused. The merged part is written,
+read back and compared with the records it replaces before any old part is removed, so a crash or a bad
+write at any point leaves a readable store with every record (at worst duplicated, identically).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 from pipeline.store.index import (
     IndexPartError,
     latest_per_video,
     list_parts,
+    plain,
     read_part,
     read_parts,
     write_part,
 )
 from pipeline.store.lease import StoreLease
+from pipeline.store.merge import level_of, merged_name, remove_sources
 from pipeline.store.repair import RepairReport, repair_store
 from pipeline.store.store import SHARD_SUFFIX, FeatureStore, StoreError
-
-_CHECKED = ["video_id", "status", "outcome", "shard", "row", "row_offset", "row_count", "checksum"]
 
 
 @dataclass
@@ -42,20 +41,18 @@ def compact_store(store: FeatureStore) -> CompactReport:
     with StoreLease(store.path):
         report.repair = repair_store(store, quick=True, lease=False)
         parts = list_parts(store.index_dir)
-        records, damaged = read_parts(parts)
-        if damaged:  # repair has just set them aside: one appearing now is a disk going bad
-            raise StoreError(f"{store.path}: index parts damaged during compaction: {damaged[0]}")
-        latest = latest_per_video(records)
+        read = read_parts(parts)
+        if read.damaged or read.vanished:  # repair has just set damaged ones aside: a disk going bad
+            what = read.damaged[0] if read.damaged else f"{read.vanished[0]}: removed meanwhile"
+            raise StoreError(f"{store.path}: index parts damaged during compaction: {what}")
+        latest = latest_per_video(read.records)
         if len(parts) > 1:
-            name = f"compact-{uuid.uuid4().hex[:12]}.parquet"
-            table = latest.reset_index(drop=True).assign(part=name).astype(object)
-            merged = table.where(table.notna(), None).to_dict("records")  # nulls, not NaN, for arrow
-            write_part(store.index_dir / name, merged, store.fingerprint)
+            name = merged_name(max([1, *(level_of(p.name) for p in parts)]))
+            write_part(store.index_dir / name, latest, store.fingerprint)
             _check_written(store, name, latest)
-            for part in parts:
-                part.unlink()
+            remove_sources(parts)
             report.parts_merged = len(parts)
-        used = set(latest["shard"].dropna())
+        used = set(latest.column("shard").drop_null().cast("string").to_pylist())
         for shard in store.shards_dir.glob(f"*{SHARD_SUFFIX}"):
             if not shard.name.startswith(".") and shard.name not in used:
                 report.bytes_freed += shard.stat().st_size
@@ -69,10 +66,9 @@ def _check_written(store: FeatureStore, name: str, expected) -> None:
     """Read the merged part back; remove it and stop if it is not exactly the records it replaces."""
     path = store.index_dir / name
     try:
-        back = read_part(path).to_pandas()
-        same = back[_CHECKED].equals(expected.reset_index(drop=True)[_CHECKED])
+        same = plain(read_part(path)).equals(plain(expected))
         problem = None if same else "its records differ from the parts it merges"
-    except IndexPartError as err:
+    except (FileNotFoundError, IndexPartError) as err:
         problem = str(err)
     if problem is not None:
         path.unlink(missing_ok=True)

@@ -48,6 +48,18 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def held_here(store_path: str | Path) -> bool:
+    """Whether this process holds the store's lease (what merging or compacting its index requires)."""
+    try:
+        holder = json.loads((Path(store_path) / LEASE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(holder, dict) and (holder.get("pid"), holder.get("host")) == (
+        os.getpid(),
+        socket.gethostname(),
+    )
+
+
 class StoreBusy(UserError):
     """Another live run holds the store's lease."""
 

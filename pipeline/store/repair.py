@@ -5,8 +5,9 @@ rebuilt. Repair runs under the store lease and:
 
 1. moves damaged or foreign index parts and damaged, truncated or foreign shards to ``STORE/quarantine/`` (never
    deletes them: a person may want to look);
-2. re-commits, from the shards' own headers, every record that no readable part holds (the records of a
-   damaged part, and of a shard whose writer died before its part was written);
+2. re-commits, from the shards' own headers, every record that no readable part holds and no record of
+   the index supersedes (the records of a damaged part, and of a shard whose writer died before its part
+   was written), exactly as it was committed;
 3. marks every video whose latest record points at a shard that is gone as ``lost`` (status failed), an
    outcome every extraction run redoes, so the next run redoes exactly those videos.
 
@@ -22,9 +23,19 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.store.index import INDEX_COLUMNS, latest_per_video, list_parts, read_parts, write_part
+from pipeline.store.index import (
+    concat,
+    latest_per_video,
+    list_parts,
+    plain,
+    read_parts,
+    records_table,
+    write_part,
+)
 from pipeline.store.lease import StoreLease
 from pipeline.store.shard import ShardFormatError, ShardReader
 from pipeline.store.store import INDEX_DIR, SHARDS_DIR, FeatureStore
@@ -54,32 +65,28 @@ def repair_store(store: FeatureStore, *, quick: bool = False, lease: bool = True
     """Repair ``store`` (see the module docstring); ``lease=False`` when the caller already holds it."""
     with StoreLease(store.path) if lease else contextlib.nullcontext():
         report = RepairReport()
-        records, damaged = read_parts(list_parts(store.index_dir))
-        for part in damaged:
+        read = read_parts(list_parts(store.index_dir), store.fingerprint)
+        for part in read.damaged:
             _quarantine(store, INDEX_DIR, part.path, part.reason, report)
-        shards = _intact_shards(store, quick, report)
-        foreign = records["fingerprint"] != store.fingerprint
-        for name in sorted(set(records.loc[foreign, "part"])):
+        for path in read.foreign:
             why = "index part of another store (foreign fingerprint)"
-            _quarantine(store, INDEX_DIR, store.index_dir / name, why, report)
-        own = records[~records["part"].isin(set(records.loc[foreign, "part"]))]
-        known = set(zip(own["video_id"], own["part"], strict=True))
+            _quarantine(store, INDEX_DIR, path, why, report)
+        ours = np.array([p not in read.foreign for p in read.read], dtype=bool)
+        own = read.records.filter(np.repeat(ours, read.sizes))
+        newer = _NewerThanIndex(latest_per_video(own))
         part = f"repair-{uuid.uuid4().hex[:12]}.parquet"
-        recovered = [
-            record | {"part": part}
-            for reader in shards.values()
-            for record in reader.records
-            if (record["video_id"], record["part"]) not in known
-        ]
+        intact, recovered = set(), []
+        for name, records in _intact_shards(store, quick, report):
+            intact.add(name)
+            recovered += [record for record in records if newer(record)]
         report.recovered = len(recovered)
-        every = pd.concat([own, pd.DataFrame(recovered, columns=INDEX_COLUMNS)], ignore_index=True)
-        latest = latest_per_video(every.sort_values(["committed_ns", "part"], kind="stable"))
-        gone = latest[latest["shard"].notna() & ~latest["shard"].isin(list(shards))]
+        latest = latest_per_video(concat([own, records_table(recovered)]))
+        shard = latest.column("shard").cast(pa.string())
+        gone = latest.filter(
+            pc.and_(pc.is_valid(shard), pc.invert(pc.is_in(shard, pa.array(sorted(intact)))))
+        )
         now = time.time_ns()
-        lost = [
-            _lost_record(record, part, now)
-            for record in gone.astype(object).where(gone.notna(), None).to_dict("records")
-        ]
+        lost = [_lost_record(record, part, now) for record in plain(gone).to_pylist()]
         report.lost = sorted(r["video_id"] for r in lost)
         if recovered or lost:
             write_part(store.index_dir / part, [*recovered, *lost], store.fingerprint)
@@ -91,9 +98,28 @@ def repair_store(store: FeatureStore, *, quick: bool = False, lease: bool = True
     return report
 
 
-def _intact_shards(store: FeatureStore, quick: bool, report: RepairReport) -> dict[str, ShardReader]:
-    """Readers of the shards that are whole and ours; the others are quarantined."""
-    intact = {}
+class _NewerThanIndex:
+    """Whether a record from a shard header would change the index: its video is absent, or the record
+    is more recent than the video's latest record (a record the index holds, or one it supersedes, would
+    change nothing; records keep their commit name through merges, so either compares equal or older)."""
+
+    def __init__(self, latest: pa.Table):
+        self.position = {v: i for i, v in enumerate(latest.column("video_id").to_pylist())}
+        self.committed = latest.column("committed_ns").to_numpy()
+        part = latest.column("part").combine_chunks()
+        self.part_names = part.dictionary.to_pylist()
+        self.part_codes = part.indices.to_numpy(zero_copy_only=False)
+
+    def __call__(self, record: dict) -> bool:
+        i = self.position.get(record["video_id"])
+        if i is None:
+            return True
+        current = (int(self.committed[i]), self.part_names[self.part_codes[i]])
+        return (record["committed_ns"], record["part"]) > current
+
+
+def _intact_shards(store: FeatureStore, quick: bool, report: RepairReport):
+    """(name, index records) of each shard that is whole and ours; the others are quarantined."""
     for name in sorted(store.shard_names()):
         path = store.shards_dir / name
         try:
@@ -108,8 +134,7 @@ def _intact_shards(store: FeatureStore, quick: bool, report: RepairReport) -> di
         if bad:
             _quarantine(store, SHARDS_DIR, path, f"checksum mismatch in {bad}", report)
             continue
-        intact[name] = reader
-    return intact
+        yield name, reader.records
 
 
 def _lost_record(record: dict, part: str, committed_ns: int) -> dict:

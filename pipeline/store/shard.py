@@ -14,6 +14,7 @@ video touches only its rows, and a truncated file is detected from sizes alone w
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import uuid
@@ -155,6 +156,17 @@ class ShardReader:
         expected = self.checksums
         return [n for n in names if n in expected and array_digest(self.array(n)) != expected[n]]
 
+    def read(self, name: str) -> np.ndarray:
+        """The named tensor read into memory with one read (no memory map: cheaper for small tensors,
+        such as ``pooled``, of which a pooled read of a whole store takes one per shard)."""
+        entry = self.entries[name]
+        with open(self.path, "rb") as handle:
+            handle.seek(self.data_start + entry.begin)
+            data = handle.read(entry.end - entry.begin)
+        if len(data) != entry.end - entry.begin:
+            raise ShardFormatError(f"{self.path}: truncated (tensor {name!r} cut short)")
+        return np.frombuffer(data, dtype=entry.dtype).reshape(entry.shape)
+
     def array(self, name: str) -> np.ndarray:
         """The named tensor as a read-only memory map (empty tensors as plain empty arrays)."""
         if name not in self._maps:
@@ -175,8 +187,8 @@ class ShardReader:
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str], int]:
     """Parse a safetensors header and check that the file holds every byte it announces."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
             raw_len = handle.read(8)
             if len(raw_len) < 8:
                 raise ShardFormatError(f"{path}: truncated ({size} bytes, no safetensors header)")
@@ -204,7 +216,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str], int
             begin, end = (int(v) for v in info["data_offsets"])
             shape = tuple(int(n) for n in info["shape"])
             entry = TensorEntry(np.dtype(SAFETENSORS_DTYPES[info["dtype"]]), shape, begin, end)
-            if end - begin != int(np.prod(shape)) * entry.dtype.itemsize:
+            if end - begin != math.prod(shape) * entry.dtype.itemsize:
                 raise ShardFormatError(f"{path}: damaged header (tensor {name!r} shape and size disagree)")
             entries[name] = entry
             data_end = max(data_end, end)

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import UserError
 from pipeline.provenance import library_versions
@@ -37,12 +39,18 @@ from pipeline.store.checksum import ALGORITHM, array_digest
 from pipeline.store.index import (
     STATUSES,
     DamagedPart,
+    PartsRead,
+    concat,
+    empty_records,
+    in_commit_order,
     latest_per_video,
     list_parts,
     read_parts,
+    to_pandas,
     write_part,
 )
-from pipeline.store.lease import LEASE_FILE, LOCK_FILE
+from pipeline.store.lease import LEASE_FILE, LOCK_FILE, held_here
+from pipeline.store.merge import Merge, merge_levels, remove_merged_sources
 from pipeline.store.shard import ShardFormatError, ShardReader, atomic_write, write_shard
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ INDEX_DIR = "index"
 QUARANTINE_DIR = "quarantine"
 SHARD_SUFFIX = ".safetensors"
 _OPEN_SHARDS = 128
+_RELISTS = 10  # how often one read of the index lists the folder again after parts were merged away
 
 
 class StoreError(UserError):
@@ -68,10 +77,12 @@ class FeatureStore:
         self.path = Path(path)
         self.header = header
         self.check_reads = check_reads  # compare every read against its checksum (docs/store.md)
-        self._index: pd.DataFrame | None = None
+        self._latest: pa.Table | None = None  # one record per video, in commit order
+        self._read: set[str] = set()  # the parts whose records _latest includes
+        self._stale = True
+        self._frame: pd.DataFrame | None = None  # the pandas view of _latest, built on demand
         self._damaged: list[DamagedPart] = []
         self._readers: OrderedDict[str, ShardReader] = OrderedDict()
-        self._pooled_checked: set[str] = set()
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -183,15 +194,54 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- index
     def refresh(self) -> None:
-        """Forget the cached index so the next read sees parts committed since."""
-        self._index = None
+        """Make the next read of the index see the parts committed since; only those parts are read."""
+        self._stale = True
 
     def records(self) -> pd.DataFrame:
         """Every index record of every readable part, superseded ones included, in commit order.
 
         Damaged parts are skipped (their videos read as not done) and listed in :attr:`damaged_parts`.
         """
-        records, damaged = read_parts(list_parts(self.index_dir))
+        read = self._read_listed(set())
+        self._note_damaged(read.damaged)
+        return to_pandas(in_commit_order(read.records))
+
+    def index_table(self) -> pa.Table:
+        """One record per video (its latest) as an arrow table in commit order, repeated columns
+        dictionary-encoded; cached. After :meth:`refresh` only the parts committed since are read (all of
+        them again only when a part this object read was removed by another process, e.g. a compaction)."""
+        if self._latest is None or self._stale:
+            listed = {p.name for p in list_parts(self.index_dir)}
+            if self._latest is None or not self._read <= listed:
+                self._latest, self._read = None, set()
+            read = self._read_listed(self._read)
+            known = [] if self._latest is None else [self._latest]
+            if read.records.num_rows or self._latest is None:
+                self._latest = latest_per_video(concat([*known, read.records]))
+                self._frame = None
+            self._read |= {p.name for p in read.read}
+            self._note_damaged(read.damaged)
+            self._stale = False
+        return self._latest
+
+    def _read_listed(self, done: set[str]) -> PartsRead:
+        """Read the listed parts not in ``done``. A part merged away between the listing and its read is
+        found again in the merged part, which is in place before its sources go: so list again."""
+        tried, tables, result = set(done), [], PartsRead(empty_records())
+        for _ in range(_RELISTS):
+            todo = [p for p in list_parts(self.index_dir) if p.name not in tried]
+            read = read_parts(todo)
+            tried |= {p.name for p in todo}
+            tables.append(read.records)
+            result.read += read.read
+            result.sizes += read.sizes
+            result.damaged += read.damaged
+            if not read.vanished:
+                break
+        result.records = concat(tables)
+        return result
+
+    def _note_damaged(self, damaged: list[DamagedPart]) -> None:
         known = {d.path for d in self._damaged}
         for part in damaged:
             if part.path not in known:
@@ -204,19 +254,39 @@ class FeatureStore:
                     self.path,
                 )
         self._damaged = damaged
-        return records
 
     def index(self) -> pd.DataFrame:
-        """One row per video (its latest record), indexed by video_id; cached until :meth:`refresh`."""
-        if self._index is None:
-            self._index = latest_per_video(self.records())
-        return self._index
+        """One row per video (its latest record), indexed by video_id: the pandas view of
+        :meth:`index_table`, built when first asked for."""
+        latest = self.index_table()
+        if self._frame is None:
+            self._frame = to_pandas(latest).set_index("video_id", drop=False).rename_axis(None)
+        return self._frame
 
     @property
     def damaged_parts(self) -> list[DamagedPart]:
         """Index parts the last read of the index had to skip (see :meth:`records`)."""
-        self.index()
+        self.index_table()
         return list(self._damaged)
+
+    def merge_index(self, *, fan_in: int | None = None, leftovers: bool = False) -> list[Merge]:
+        """Merge index parts level by level (:mod:`pipeline.store.merge`; ``fan_in`` defaults to its
+        ``FAN_IN``); only under this process's lease.
+
+        ``leftovers``: first remove the sources a merge cut short left beside its merged part (once per
+        run is enough: only a killed merge leaves them). The cached index stays valid: a merge keeps every
+        record.
+        """
+        if not held_here(self.path):
+            raise StoreError(f"{self.path}: merging the index needs the store lease (`StoreLease`)")
+        if leftovers:
+            remove_merged_sources(self.index_dir)
+        merges = merge_levels(self.index_dir, self.fingerprint, fan_in)
+        for merge in merges:  # the cache holds the records of the sources it read: no need to read them again
+            if self._read.issuperset(merge.sources):
+                self._read.add(merge.merged)
+            self._read -= set(merge.sources)
+        return merges
 
     def shard_names(self) -> set[str]:
         """File names of the committed-or-orphaned shards on disk (one directory listing)."""
@@ -230,12 +300,13 @@ class FeatureStore:
 
     def video_ids(self, status: str | None = "ok") -> list[str]:
         """Sorted ids of videos whose latest status is ``status`` (``None``: every video)."""
-        index = self.index()
+        latest = self.index_table()
+        ids = latest.column("video_id")
         if status is not None:
             if status not in STATUSES:
                 raise StoreError(f"unknown status {status!r}; expected one of {STATUSES} or None")
-            index = index[index["status"] == status]
-        return sorted(index["video_id"])
+            ids = ids.filter(pc.equal(latest.column("status").cast(pa.string()), status))
+        return ids.take(pc.sort_indices(ids)).to_pylist()
 
     # ----------------------------------------------------------------- reads
     def _record(self, video_id: str) -> pd.Series:
@@ -287,16 +358,19 @@ class FeatureStore:
         return rows
 
     def _pooled(self, shard: str) -> np.ndarray:
-        """A shard's pooled array, its checksum verified on first use."""
+        """A shard's pooled array, checked against its checksum."""
         reader = self._reader(shard)
-        if self.check_reads and shard not in self._pooled_checked:
-            if reader.damaged_tensors(("pooled",)):
-                raise StoreError(
-                    f"{reader.path}: its pooled features do not match their checksum (damaged data); "
-                    f"{self._repair_hint()}"
-                )
-            self._pooled_checked.add(shard)
-        return reader.array("pooled")
+        try:
+            pooled = reader.read("pooled")
+        except (ShardFormatError, FileNotFoundError) as err:
+            raise StoreError(f"{err}; {self._repair_hint()}") from None
+        expected = reader.checksums.get("pooled")
+        if self.check_reads and expected is not None and array_digest(pooled) != expected:
+            raise StoreError(
+                f"{reader.path}: its pooled features do not match their checksum (damaged data); "
+                f"{self._repair_hint()}"
+            )
+        return pooled
 
     def _repair_hint(self) -> str:
         return f"run `avzsl store repair {self.path}`, then re-run the extraction to redo what it lost"
@@ -305,31 +379,35 @@ class FeatureStore:
         """Mean feature per video, (N, D) float32, from the per-shard pooled arrays (no feature rows read).
 
         ``video_ids=None`` means every video whose status is ok, sorted; otherwise the given order.
+        Linear in the videos: they are grouped by shard with one sort, and each shard is opened once.
         """
         ids = self.video_ids("ok") if video_ids is None else list(video_ids)
-        index = self.index()
-        missing = [v for v in ids if v not in index.index]
-        if missing:
+        latest = self.index_table()
+        found = pc.index_in(pa.array(ids, pa.string()), value_set=latest.column("video_id"))
+        if found.null_count:
+            missing = [v for v, hit in zip(ids, found.is_valid().to_pylist(), strict=True) if not hit]
             raise StoreError(f"{self.path}: {len(missing)} video(s) not in the store, e.g. {missing[:3]}")
-        selected = index.loc[ids]
-        no_rows = selected["shard"].isna().to_numpy()
-        if no_rows.any():
-            bad = list(selected.index[no_rows][:3])
+        positions = found.to_numpy(zero_copy_only=False)
+        shard = latest.column("shard").combine_chunks().take(pa.array(positions))
+        if shard.null_count:
+            bad = [v for v, s in zip(ids, shard.is_null().to_pylist(), strict=True) if s][:3]
             raise StoreError(
-                f"{self.path}: {int(no_rows.sum())} video(s) have no features (failed), e.g. {bad}"
+                f"{self.path}: {shard.null_count} video(s) have no features (failed), e.g. {bad}"
             )
-        dim = self.dim
-        codes, shards = pd.factorize(selected["shard"].to_numpy())
-        rows = selected["row"].to_numpy()
-        out: np.ndarray | None = None if dim is None else np.empty((len(ids), dim), dtype=np.float32)
-        for code, shard in enumerate(shards):
-            mask = codes == code
-            block = self._pooled(shard)[rows[mask]]
+        rows = latest.column("row").to_numpy()[positions]
+        codes = shard.indices.to_numpy(zero_copy_only=False)
+        names = shard.dictionary.to_pylist()
+        order = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
+        out: np.ndarray | None = None if self.dim is None else np.empty((len(ids), self.dim), np.float32)
+        for begin, end in zip(starts, [*starts[1:], len(order)], strict=True):
+            where = order[begin:end]
+            block = self._pooled(names[codes[where[0]]])[rows[where]]
             if out is None:
                 out = np.empty((len(ids), block.shape[1]), dtype=np.float32)
-            out[mask] = block
+            out[where] = block
         if out is None:
-            out = np.empty((0, dim or 0), dtype=np.float32)
+            out = np.empty((0, self.dim or 0), dtype=np.float32)
         return ids, out
 
     # ----------------------------------------------------------------- writes
@@ -340,9 +418,10 @@ class FeatureStore:
     # ----------------------------------------------------------------- maintenance
     def summary(self) -> dict[str, Any]:
         """Counts by status and outcome, rows and bytes: what ``avzsl store info`` prints."""
-        index = self.index()
+        latest = self.index_table()
         shard_files = [p for p in self.shards_dir.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith(".")]
-        failed = index[index["status"] == "failed"]
+        status = latest.column("status").cast(pa.string())
+        failed = latest.column("outcome").cast(pa.string()).filter(pc.equal(status, "failed"))
         return {
             "path": str(self.path),
             "extractor": self.header.get("spec", {}).get("name"),
@@ -350,10 +429,10 @@ class FeatureStore:
             "random_weights": self.random_weights,
             "dim": self.dim,
             "dtype": self.header.get("dtype"),
-            "videos": int(len(index)),
-            "by_status": {s: int((index["status"] == s).sum()) for s in STATUSES},
-            "failed_by_outcome": {str(k): int(v) for k, v in failed["outcome"].value_counts().items()},
-            "rows": int(index["row_count"].sum()) if len(index) else 0,
+            "videos": latest.num_rows,
+            "by_status": {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in STATUSES},
+            "failed_by_outcome": {str(k): int(v) for k, v in failed.to_pandas().value_counts().items()},
+            "rows": int(pc.sum(latest.column("row_count")).as_py() or 0),
             "shards": len(shard_files),
             "index_parts": len(list_parts(self.index_dir)),
             "damaged_index_parts": [str(part) for part in self._damaged],

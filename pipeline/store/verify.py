@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.store.index import latest_per_video, list_parts, read_parts
+from pipeline.store.index import latest_per_video, list_parts, read_parts, to_pandas
 from pipeline.store.shard import ShardFormatError, ShardReader
 from pipeline.store.store import FeatureStore
 
@@ -34,9 +34,9 @@ class Problem:
 def verify_store(store: FeatureStore, *, quick: bool = False) -> list[Problem]:
     """Every problem found; ``quick`` skips re-hashing the feature data (headers, sizes and index only)."""
     repair = f"run `avzsl store repair {store.path}`, then re-run the extraction to redo its videos"
-    records, damaged = read_parts(list_parts(store.index_dir))
+    read = read_parts(list_parts(store.index_dir), store.fingerprint)
     problems = [
-        Problem("bad_index", str(p.path), f"damaged index part ({p.reason}); {repair}") for p in damaged
+        Problem("bad_index", str(p.path), f"damaged index part ({p.reason}); {repair}") for p in read.damaged
     ]
     readers: dict[str, ShardReader] = {}
     shard_files = {name: store.shards_dir / name for name in store.shard_names()}
@@ -61,13 +61,15 @@ def verify_store(store: FeatureStore, *, quick: bool = False) -> list[Problem]:
             problems.append(Problem("damaged", str(path), f"checksum mismatch in {bad}; {repair}"))
             continue
         readers[name] = reader
-    foreign = records[records["fingerprint"] != store.fingerprint]
-    for part in sorted(set(foreign["part"])):
+    for path in read.foreign:
         problems.append(
-            Problem("foreign", part, f"index part written for another fingerprint than {store.fingerprint}")
+            Problem(
+                "foreign", str(path), f"index part written for another fingerprint than {store.fingerprint}"
+            )
         )
-    problems += _check_records(store, latest_per_video(records), shard_files, readers, repair)
-    referenced = set(records["shard"].dropna())
+    latest = to_pandas(latest_per_video(read.records))
+    problems += _check_records(store, latest, shard_files, readers, repair)
+    referenced = set(read.records.column("shard").drop_null().cast("string").to_pylist())
     for name in sorted(set(shard_files) - referenced):
         problems.append(
             Problem(

@@ -31,7 +31,7 @@ from pipeline.provenance import write_run_info
 from pipeline.store import FeatureStore, StoreLease, repair_store
 from pipeline.store.lease import file_lock
 from workflows.extract.config import ExtractConfig, builder, load_manifest, store_dir
-from workflows.extract.plan import ShardTask, final_mask, plan_tasks
+from workflows.extract.plan import ShardTask, StoreView, plan_tasks
 from workflows.extract.worker import PROGRESS_TOPIC, ShardResult, StoreTarget, run_shard
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             stack.enter_context(StoreLease(store.path))
         record_run(cfg, stores)  # only once every lease is ours: a refused run changes nothing
         for name, store in stores.items():
+            _merge_index(store, leftovers=True)  # what a killed merge left; a store of many small parts
             if store.damaged_parts:
                 summary.repairs[name] = str(repair_store(store, quick=True, lease=False))
         plan = plan_tasks(manifest, stores, cfg.shard_size, cfg.retry_failed)
@@ -122,9 +123,18 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         summary.skipped_videos = plan.done
         summary.missing_sources = plan.missing_sources
         if plan.tasks:
-            _execute(cfg, plan.tasks, targets, summary, progress)
-    _summarise(manifest, stores, summary)
+            _execute(cfg, plan.tasks, targets, summary, progress, stores)
+        _summarise(manifest, stores, summary)
     return summary
+
+
+def _merge_index(store: FeatureStore, leftovers: bool = False) -> None:
+    """Merge the store's index parts as they accumulate (under the lease this run holds); a merge that
+    fails (a full disk) leaves the parts as they are and never stops the run."""
+    try:
+        store.merge_index(leftovers=leftovers)
+    except OSError as err:
+        log.warning("%s: index parts not merged now (%s); the next run merges them", store.path, err)
 
 
 def record_run(cfg: ExtractConfig, stores: dict[str, FeatureStore]) -> None:
@@ -180,11 +190,18 @@ def _execute(
     targets: dict[str, StoreTarget],
     summary: ExtractSummary,
     progress: bool,
+    stores: dict[str, FeatureStore],
 ) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=summary.planned_videos, unit="video", disable=not progress, dynamic_ncols=True)
     steps = _Progress(bar, summary)
+
+    def done(task: ShardTask, get: Callable[[], ShardResult]) -> None:
+        _done(steps, task, get, summary)
+        for name in task.extractors:
+            _merge_index(stores[name])
+
     with (
         bar,
         connect(
@@ -197,7 +214,7 @@ def _execute(
     ):
         if client is None:
             for task in tasks:
-                _done(steps, task, lambda t=task: run_shard(t, cfg, targets, steps.video), summary)
+                done(task, lambda t=task: run_shard(t, cfg, targets, steps.video))
                 if summary.stopped:
                     return
             return
@@ -213,7 +230,7 @@ def _execute(
             for task in tasks
         }
         for future in as_completed(futures):
-            _done(steps, futures[future], future.result, summary)
+            done(futures[future], future.result)
             if summary.stopped:
                 client.cancel(list(futures))
                 break
@@ -235,19 +252,18 @@ def _done(steps: _Progress, task: ShardTask, get: Callable[[], ShardResult], sum
 
 
 def _summarise(manifest: VideoManifest, stores: dict[str, FeatureStore], summary: ExtractSummary) -> None:
-    """Per store: final statuses of the manifest's videos, and how many are not done."""
-    ids = manifest.video_ids
+    """Per store: final statuses of the manifest's videos, and how many are not done.
+
+    The index is brought up to date by reading only the parts this run committed.
+    """
+    ids = manifest.video_id_array()
     for name, store in stores.items():
         store.refresh()
-        index = store.index()
-        shards = store.shard_names()
-        present = index[index["video_id"].isin(ids)]
-        final = present[final_mask(present, shards)]
-        counts = final["status"].value_counts()
-        summary.status[name] = {s: int(counts.get(s, 0)) for s in ("ok", "partial", "failed")}
-        summary.status[name]["not_done"] = len(ids) - len(final)
-        failed = final[final["status"] == "failed"]["outcome"].value_counts()
-        summary.failed[name] = {str(k): int(v) for k, v in failed.items()}
+        view = StoreView(store.index_table(), store.shard_names(), ids)
+        counts = view.count("status", view.final)
+        summary.status[name] = {s: counts.get(s, 0) for s in ("ok", "partial", "failed")}
+        summary.status[name]["not_done"] = len(ids) - int((view.present & view.final).sum())
+        summary.failed[name] = view.count("outcome", view.final & view.failed)
 
 
 def format_summary(summary: ExtractSummary, resume: str | None = None) -> str:
