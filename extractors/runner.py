@@ -38,7 +38,6 @@ from pipeline.decode.types import DecodeReport, Outcome
 log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 32
-AUDIO_ONLY_FRAMES_S = 1e-3
 OPENERS = {"process": open_guarded, "none": open_inprocess}  # decode isolation -> how a video is opened
 MAX_GPU_PREFETCH = 8
 QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
@@ -308,21 +307,20 @@ def _decode_one(
         queue.put(item, inputs.numel() * inputs.element_size())
 
     statuses: dict[int, tuple[Outcome, str | None]] = {}
-    # Audio-only passes still go through the guarded child (time limit, crash isolation) but ask for the
-    # frames of the first millisecond only, so no video is decoded that nothing will use.
-    frames_until = None if plan.visual else AUDIO_ONLY_FRAMES_S
+    # Audio-only passes still go through the guarded child (time limit, crash isolation), which then never
+    # opens the video stream.
     with OPENERS[isolation](
         job.path,
         fps=plan.fps,
         chunk_frames=CHUNK_FRAMES,
         want_audio=bool(plan.audio),
+        want_frames=bool(plan.visual),
         audio_rate=plan.audio_rate,
         audio_path=plan.audio_path,
         frame_rule=plan.frame_rule,
         timeout_s=timeout_s,
         decoder_threads=decoder_threads,
         prefetch_chunks=2,
-        end_s=frames_until,
     ) as decode:
         if plan.audio:
             clip = decode.audio()

@@ -140,3 +140,28 @@ def test_in_process_decode_reports_like_the_guarded_one(corpus, kind):
     assert (report2.outcome, audio_report2.outcome) == (report.outcome, audio_report.outcome)
     assert report2.frames_decoded == report.frames_decoded and np.array_equal(frames2, frames)
     assert (clip is None) == (clip2 is None) and (clip is None or np.array_equal(clip.samples, clip2.samples))
+
+
+def test_an_audio_only_decode_never_opens_the_video_and_keeps_its_child(corpus, monkeypatch):
+    from pipeline.decode import inprocess
+    from pipeline.decode.inprocess import open_inprocess
+
+    def no_video(*_args, **_kwargs):
+        raise AssertionError("an audio-only decode opened the video stream")
+
+    monkeypatch.setattr(inprocess, "iter_frames", no_video)
+    with open_inprocess(corpus["ok"], want_audio=True, want_frames=False) as local:
+        expected = local.audio().samples
+        with pytest.raises(ValueError, match="frames were not requested"):
+            next(local.frames())
+    pids = []
+    for _ in range(2):
+        with open_guarded(corpus["ok"], want_audio=True, want_frames=False, timeout_s=60) as decode:
+            clip = decode.audio()
+            pids.append(decode._process.pid)
+        assert decode._process.is_alive()  # the end message was awaited: the child went back to the pool
+        assert decode.report.outcome is Outcome.OK and decode.report.frames_decoded == 0
+        assert np.array_equal(clip.samples, expected)
+    assert pids[0] == pids[1]
+    with pytest.raises(ValueError, match="nothing to decode"):
+        open_guarded(corpus["ok"], want_frames=False)

@@ -35,6 +35,7 @@ class DecodeRequest:
     end_s: float | None
     frame_rule: str = "pts"
     audio_path: str = "swresample"
+    want_frames: bool = True  # False: audio only, the video stream is never opened
 
 
 def serve(conn: Connection, transport: str) -> None:
@@ -55,27 +56,14 @@ def serve(conn: Connection, transport: str) -> None:
 
 
 def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bool:
-    """Audio first (if wanted), then frame chunks, then the final report; False if this child should stop."""
+    """Audio first (if wanted), then frame chunks (if wanted), then the final report; False if this child
+    should stop."""
     try:
         if request.want_audio:
             _send_audio(conn, request)
         report = DecodeReport(request.path)
-        try:
-            for chunk in iter_frames(
-                request.path,
-                fps=request.fps,
-                chunk_frames=request.chunk_frames,
-                backend=request.backend,
-                decoder_threads=request.decoder_threads,
-                start_s=request.start_s,
-                end_s=request.end_s,
-                frame_rule=request.frame_rule,
-                report=report,
-                _allow_test_backend=True,
-            ):
-                sender.send(chunk)
-        except MediaError as err:
-            report.outcome, report.error = err.outcome, err.reason
+        if request.want_frames:
+            _send_frames(sender, request, report)
         conn.send(("end", report))
         return True
     except (BrokenPipeError, ConnectionResetError):
@@ -84,6 +72,25 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
         detail = "".join(traceback.format_exception_only(err)).strip()
         conn.send(("failed", f"decoder raised {detail}"))
         return False  # its state may be off after that: the parent retires this child
+
+
+def _send_frames(sender: ChunkSender, request: DecodeRequest, report: DecodeReport) -> None:
+    try:
+        for chunk in iter_frames(
+            request.path,
+            fps=request.fps,
+            chunk_frames=request.chunk_frames,
+            backend=request.backend,
+            decoder_threads=request.decoder_threads,
+            start_s=request.start_s,
+            end_s=request.end_s,
+            frame_rule=request.frame_rule,
+            report=report,
+            _allow_test_backend=True,
+        ):
+            sender.send(chunk)
+    except MediaError as err:
+        report.outcome, report.error = err.outcome, err.reason
 
 
 def _send_audio(conn: Connection, request: DecodeRequest) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.decode.demux import read_only
 from pipeline.decode.types import AudioClip, DecodeReport, MediaError, Outcome
 
 TRUNCATION_SLACK_S = 0.1
@@ -57,6 +58,7 @@ def read_audio(
         if not container.streams.audio:
             raise MediaError(Outcome.NO_AUDIO, "no audio stream", path)
         stream = container.streams.audio[0]
+        read_only(container, stream)
         if audio_path == "swresample":
             parts, start_s, failure = _decode(container, stream, _swresample_mono(sample_rate))
             samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
