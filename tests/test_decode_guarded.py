@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +167,13 @@ def test_an_audio_only_decode_never_opens_the_video_and_keeps_its_child(corpus, 
     assert pids[0] == pids[1]
     with pytest.raises(ValueError, match="nothing to decode"):
         open_guarded(corpus["ok"], want_frames=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a child's environment from /proc")
+def test_decode_children_run_single_threaded_numerics_and_the_parent_keeps_its_environment(corpus):
+    before = dict(os.environ)
+    with open_guarded(corpus["ok"], timeout_s=60, reuse=False) as running:
+        child_env = Path(f"/proc/{running._process.pid}/environ").read_bytes().split(b"\0")
+        list(running.frames())
+    assert b"OPENBLAS_NUM_THREADS=1" in child_env and b"OMP_NUM_THREADS=1" in child_env
+    assert dict(os.environ) == before

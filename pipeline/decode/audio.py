@@ -21,7 +21,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.decode.audio_blocks import Block, FrameBlock
 from pipeline.decode.demux import read_only
+from pipeline.decode.resample import resample_like_resampy
 from pipeline.decode.types import AudioClip, DecodeReport, MediaError, Outcome
 
 TRUNCATION_SLACK_S = 0.1
@@ -81,14 +83,15 @@ def read_audio(
     return AudioClip(samples=samples, sample_rate=sample_rate, start_s=start_s)
 
 
-Convert = Callable[[av.AudioFrame | None], list[np.ndarray]]  # a decoded frame (None: flush) -> arrays
+Convert = Callable[[Block | None], list[np.ndarray]]  # a block of decoded frames (None: flush) -> arrays
 
 
 def _decode(
     container: av.container.InputContainer, stream: av.AudioStream, convert: Convert
 ) -> tuple[list[np.ndarray], float, str | None]:
-    """Every decoded frame through ``convert``; a mid-stream error keeps what came before it."""
+    """Every decoded frame through ``convert``, in blocks; a mid-stream error keeps what came before it."""
     parts: list[np.ndarray] = []
+    block = FrameBlock()
     start_s: float | None = None
     failure = None
     try:
@@ -96,9 +99,15 @@ def _decode(
             for frame in packet.decode():
                 if start_s is None and frame.pts is not None and frame.time_base is not None:
                     start_s = float(frame.pts * frame.time_base)
-                parts.extend(convert(frame))
+                if not block.accepts(frame):
+                    parts.extend(convert(block.take()))
+                block.add(frame)
+                if block.full:
+                    parts.extend(convert(block.take()))
     except av.FFmpegError as err:
         failure = f"audio decoding stopped: {err}"
+    if (rest := block.take()) is not None:
+        parts.extend(convert(rest))
     parts.extend(convert(None))
     return parts, start_s or 0.0, failure
 
@@ -106,7 +115,8 @@ def _decode(
 def _swresample_mono(sample_rate: int) -> Convert:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
 
-    def convert(frame: av.AudioFrame | None) -> list[np.ndarray]:
+    def convert(block: Block | None) -> list[np.ndarray]:
+        frame = None if block is None else block.frame()
         return [
             out.to_ndarray().reshape(-1).astype(np.float32, copy=False) for out in resampler.resample(frame)
         ]
@@ -115,31 +125,49 @@ def _swresample_mono(sample_rate: int) -> Convert:
 
 
 def _int16_native() -> Convert:
-    """(channels, n) int16 at the native rate and layout: FFmpeg's own float -> s16 conversion (round to
-    nearest, saturate), the one that wrote the published pipeline's WAV files."""
+    """(channels, n) int16 at the native rate and layout, by FFmpeg's own float -> s16 conversion (round to
+    nearest, saturate), the one that wrote the published pipeline's WAV files: :func:`float_to_s16` for
+    float input (what AAC and MP3 decoders give), swresample itself for any other sample format."""
     resampler: av.AudioResampler | None = None
 
-    def convert(frame: av.AudioFrame | None) -> list[np.ndarray]:
+    def convert(block: Block | None) -> list[np.ndarray]:
         nonlocal resampler
+        if block is not None and block.format in FLOAT_FORMATS:
+            return [float_to_s16(block.planar)]
         if resampler is None:
-            if frame is None:
+            if block is None:
                 return []
-            resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=frame.sample_rate)
-        return [out.to_ndarray() for out in resampler.resample(frame)]
+            resampler = av.AudioResampler(format="s16p", layout=block.layout, rate=block.rate)
+        return [out.to_ndarray() for out in resampler.resample(None if block is None else block.frame())]
 
     return convert
 
 
+FLOAT_FORMATS = ("flt", "fltp")
+
+
+def float_to_s16(samples: np.ndarray) -> np.ndarray:
+    """swresample's float -> s16: round(x * 32768) half to even, saturated to int16, NaN to -32768 (its C
+    conversion, lrintf then saturation; its SIMD one agrees below |x| = 65536, i.e. on any decoder's output).
+    tests/test_audio_reference.py checks it against swresample."""
+    scaled = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(32768.0))
+    out = np.clip(scaled, -32768, 32767)
+    out[np.isnan(out)] = -32768
+    return out.astype(np.int16)
+
+
 def _int16_resampy(parts: list[np.ndarray], native_rate: int, sample_rate: int) -> np.ndarray:
-    """torchvggish's ``wavfile_to_examples`` up to the log-mel: / 32768.0, channel mean, resampy."""
+    """torchvggish's ``wavfile_to_examples`` up to the log-mel: / 32768.0, channel mean, resampy
+    (:func:`pipeline.decode.resample.resample_like_resampy`, the same computation)."""
     if not parts:
         return np.zeros(0, np.float32)
-    # per decoded frame, (n, channels) as soundfile reads a WAV: each row's mean is the reference's
-    mono = np.concatenate([np.mean(part.T / INT16_SCALE, axis=1) for part in parts])
+    # the channel mean of int16 / 32768.0, exactly (sums of int16 and the division by 32768 are exact in
+    # float64), without an (n, channels) float64 copy of the whole clip
+    mono = np.concatenate(
+        [part.sum(axis=0, dtype=np.float64) / INT16_SCALE / part.shape[0] for part in parts]
+    )
     if native_rate != sample_rate:
-        import resampy  # imported here: numba compiles it on first use, only this path pays for that
-
-        mono = resampy.resample(mono, native_rate, sample_rate)
+        mono = resample_like_resampy(mono, native_rate, sample_rate)
     return mono.astype(np.float32)
 
 
