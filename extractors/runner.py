@@ -415,28 +415,25 @@ class _Batcher:
         self.pending[item.ext].append((item.job, item.inputs))
 
     def _run(self, ext: int, full_only: bool) -> None:
-        """Run the model on pending inputs of ``ext`` in slices of batch_size (keeping a partial remainder)."""
-        entries = self.pending[ext]
-        if not entries:
-            return
-        owners = torch.cat([torch.full((len(x),), job, dtype=torch.long) for job, x in entries])
-        inputs = torch.cat([x for _, x in entries])
-        stop = (len(inputs) // self.batch_size) * self.batch_size if full_only else len(inputs)
-        extractor = self.extractors[ext]
-        for begin in range(0, stop, self.batch_size):
-            out = extractor.run_model(inputs[begin : begin + self.batch_size]).cpu().numpy()
-            for job in owners[begin : begin + self.batch_size].unique().tolist():
-                rows = out[(owners[begin : begin + self.batch_size] == job).numpy()]
-                state = self.videos[job]
-                state.rows.setdefault(ext, []).append(rows)
-                state.pending[ext] -= len(rows)
-        rest = inputs[stop:]
-        self.pending[ext] = [] if len(rest) == 0 else self._split_rest(owners[stop:], rest)
+        """Run the model on pending inputs of ``ext`` in batches of batch_size (keeping a partial remainder).
 
-    @staticmethod
-    def _split_rest(owners: torch.Tensor, rest: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        jobs, counts = torch.unique_consecutive(owners, return_counts=True)
-        return list(zip(jobs.tolist(), torch.split(rest, counts.tolist()), strict=True))
+        Only the inputs of a batch are concatenated, and an input that fills a batch alone goes in as it is:
+        the remainder stays as it arrived instead of being copied again with every batch.
+        """
+        entries = self.pending[ext]
+        left = sum(len(x) for _, x in entries)
+        extractor = self.extractors[ext]
+        while entries and (left >= self.batch_size or not full_only):
+            batch = _take_rows(entries, min(self.batch_size, left))
+            left -= sum(len(x) for _, x in batch)
+            inputs = batch[0][1] if len(batch) == 1 else torch.cat([x for _, x in batch])
+            out = extractor.run_model(inputs).cpu().numpy()
+            at = 0
+            for job, x in batch:
+                state = self.videos[job]
+                state.rows.setdefault(ext, []).append(out[at : at + len(x)])
+                state.pending[ext] -= len(x)
+                at += len(x)
 
     def _emit_ready(self, jobs: list[VideoJob]):
         for job in [j for j, s in self.videos.items() if s.done is not None and not any(s.pending.values())]:
@@ -462,3 +459,17 @@ class _Batcher:
             np.asarray(state.starts[ext], dtype=np.float64),
             np.asarray(state.ends[ext], dtype=np.float64),
         )
+
+
+def _take_rows(entries: list[tuple[int, torch.Tensor]], rows: int) -> list[tuple[int, torch.Tensor]]:
+    """Remove the first ``rows`` rows from ``entries`` (job, inputs) in order, splitting an entry if needed."""
+    taken = []
+    while rows:
+        job, x = entries[0]
+        if len(x) <= rows:
+            taken.append(entries.pop(0))
+        else:
+            taken.append((job, x[:rows]))
+            entries[0] = (job, x[rows:])
+        rows -= len(taken[-1][1])
+    return taken

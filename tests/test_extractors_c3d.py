@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms as T
 
 from extractors.base import Window
-from extractors.c3d import C3DNet, expected_state_dict, invert_wrap
+from extractors.c3d import C3DNet, expected_state_dict, invert_wrap, preprocess_reference
 from extractors.registry import build_extractor
 from extractors.weights import WeightsError
 from extractors.windowing import FrameWindower, PtsResampler
@@ -117,6 +117,39 @@ def test_invert_wrap_equals_to_pil_image_on_float_tensors():
     ours = invert_wrap(image.permute(1, 2, 0).to(torch.uint8)).numpy()
     assert np.array_equal(ours, reference)
     assert invert_wrap(torch.tensor([0, 10, 200], dtype=torch.uint8)).tolist() == [0, 246, 56]
+
+
+def test_neg_is_the_wrap_inversion_on_uint8():
+    values = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(values.neg(), invert_wrap(values))
+
+
+@pytest.mark.parametrize("mode", ["benchmark", "clean"])
+@pytest.mark.parametrize(("height", "width"), [(240, 320), (72, 96), (131, 97)])  # down, up, mixed
+def test_prepare_equals_the_step_by_step_chain(mode, height, width):
+    model = build_extractor("c3d", weights="random", mode=mode)
+    frames = torch.randint(
+        0, 256, (3, 16, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    windows = [Window(frames[i], 0.0, 0.64, valid) for i, valid in enumerate((16, 5, 1))]
+    reference = preprocess_reference(
+        frames, [16, 5, 1], bgr=model.bgr, invert=model.invert, zero_pad=mode == "benchmark"
+    )
+    ours = model.prepare(windows)
+    assert ours.shape == reference.shape == (3, 3, 16, 112, 112)
+    assert (ours - reference).abs().max() <= 1e-5  # the resized uint8 frames are the same integers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepare_on_the_gpu_equals_the_cpu_path():
+    frames = torch.randint(
+        0, 256, (2, 16, 240, 320, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    windows = [Window(frames[0], 0.0, 0.64, 16), Window(frames[1], 0.64, 1.28, 7)]
+    for mode in ("benchmark", "clean"):
+        cpu = build_extractor("c3d", weights="random", mode=mode).prepare(windows)
+        gpu = build_extractor("c3d", weights="random", mode=mode, device="cuda").prepare(windows)
+        assert (gpu.cpu() - cpu).abs().max() <= 1e-5
 
 
 def _script_reference(frames_rgb: np.ndarray) -> torch.Tensor:
