@@ -114,6 +114,18 @@ class Extractor(torch.nn.Module):
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
+    def batch_to_device(self, parts: Sequence[torch.Tensor], stack: bool = True) -> torch.Tensor:
+        """``torch.stack`` (or ``torch.cat``) of CPU tensors, on the device, with one host copy: on CUDA the
+        parts are gathered straight into pinned memory instead of stacked and then pinned."""
+        join = torch.stack if stack else torch.cat
+        if self.device.type != "cuda":
+            return join(list(parts)).to(self.device)
+        first = parts[0]
+        shape = (len(parts), *first.shape) if stack else (sum(len(p) for p in parts), *first.shape[1:])
+        staging = torch.empty(shape, dtype=first.dtype, pin_memory=True)
+        join(list(parts), out=staging)
+        return staging.to(self.device, non_blocking=True)
+
     def describe(self) -> str:
         return self.spec.label()
 

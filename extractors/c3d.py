@@ -199,7 +199,7 @@ class C3DExtractor(Extractor):
         on, read once in BGR or RGB order by one fused normalisation. 79 % of C3D's pipeline CPU time went to
         the step by step chain (issue 19); this takes 0.15 CPU-ms per 320x240 frame instead of 2.
         """
-        x = self.to_device(torch.stack([w.data for w in windows]))
+        x = self.batch_to_device([w.data for w in windows])
         if self.invert:
             x.neg_()  # (256 - v) mod 256 == -v in uint8 arithmetic; x is this call's own copy
         b, t, h, w, _ = x.shape

@@ -107,7 +107,7 @@ class FrameWindower:
         self._reset()
 
     def _reset(self) -> None:
-        self._frames: list[np.ndarray] = []
+        self._frames: list[tuple[np.ndarray, int]] = []  # (chunk frames, row) of each frame still needed
         self._first_index = 0  # stream index of self._frames[0]
         self._next_start = 0  # stream index where the next window starts
         self._count = 0
@@ -119,7 +119,7 @@ class FrameWindower:
         if self._t0 is None:  # the sampling grid's origin (t0 of t_k = t0 + k/fps)
             times = chunk.target_s if chunk.target_s is not None else chunk.pts_s
             self._t0 = float(times[0])
-        self._frames.extend(chunk.frames)
+        self._frames.extend((chunk.frames, row) for row in range(len(chunk)))
         self._count += len(chunk)
         out = []
         while self._next_start + self.window <= self._count:
@@ -139,11 +139,16 @@ class FrameWindower:
 
     def _make(self, start: int, valid: int) -> Window:
         offset = start - self._first_index
-        frames = self._frames[offset : offset + valid]
-        frames = frames + [frames[-1]] * (self.window - valid)
+        rows = self._frames[offset : offset + valid]
+        chunk, first = rows[0]
+        if valid == self.window and rows[-1][0] is chunk and rows[-1][1] == first + valid - 1:
+            data = chunk[first : first + valid]  # consecutive rows of one chunk: a view, not a copy
+        else:
+            frames = [frames[row] for frames, row in rows]
+            data = np.stack(frames + [frames[-1]] * (self.window - valid))
         assert self._t0 is not None
         return Window(
-            data=torch.from_numpy(np.stack(frames)),
+            data=torch.from_numpy(data),
             start_s=self._t0 + start / self.fps,
             end_s=self._t0 + (start + valid) / self.fps,
             valid=valid,

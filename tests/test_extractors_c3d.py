@@ -222,3 +222,17 @@ def test_strict_loading(tmp_path):
     (tmp_path / "junk.pickle").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         build_extractor("c3d", weights=tmp_path / "junk.pickle")
+
+
+def test_windows_inside_one_chunk_are_views_and_others_copies():
+    frames = np.arange(44 * 2 * 2 * 3, dtype=np.uint8).reshape(44, 2, 2, 3)
+    chunks = [
+        FrameChunk(frames[a:b], np.arange(a, b) / 25.0, np.arange(a, b)) for a, b in ((0, 24), (24, 44))
+    ]
+    windower = FrameWindower(16, 8, 25.0)
+    windows = [w for c in chunks for w in windower.push(c)] + windower.flush()
+    assert [w.valid for w in windows] == [16, 16, 16, 16, 12]  # from frames 0, 8, 16, 24 and 32 (the tail)
+    for window, start in zip(windows, (0, 8, 16, 24, 32), strict=True):
+        assert np.array_equal(window.data.numpy()[: window.valid], frames[start : start + window.valid])
+    views = [np.shares_memory(w.data.numpy(), frames) for w in windows]
+    assert views == [True, True, False, True, False]  # across two chunks, or padded: stacked copies
