@@ -5,6 +5,7 @@ Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
   (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
   audio once at the audio extractors' rate and path, frames once at the visual extractors' common fps and
   frame rule (or at the native rate, resampled by PTS per extractor when rates or rules differ).
+  With ``decode_device="cuda"`` the frames are decoded by the GPU instead (:mod:`pipeline.decode.on_device`).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
   (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
   (measured in benchmarks/extract.py). Prepared inputs and each video's final status go through a queue
@@ -33,6 +34,7 @@ from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
 from pipeline.cores import usable_cores
 from pipeline.decode import open_guarded, open_inprocess
+from pipeline.decode.on_device import DECODE_DEVICES, check_device_decoding, open_on_device
 from pipeline.decode.types import DecodeReport, Outcome
 
 log = logging.getLogger(__name__)
@@ -158,24 +160,34 @@ def extract_videos(
     decode_timeout_s: float = 600.0,
     prefetch_videos: int | None = None,
     decode_isolation: str = "process",
+    decode_device: str = "cpu",
 ) -> Iterator[ExtractedFeatures]:
     """Features of every job for every extractor, in completion order (see the module docstring).
 
     ``prefetch_videos`` (decode threads) defaults to :func:`default_prefetch`.
     ``decode_isolation``: ``process`` (a killable child with a time limit per video) or ``none`` (decode on
     the decode thread itself: no time limit, for trusted inputs; see :mod:`pipeline.decode.inprocess`).
+    ``decode_device``: ``cpu`` (default) or ``cuda``: frames decoded by the GPU (NVDEC) for visual extractors
+    on that GPU (:mod:`pipeline.decode.on_device`: needs torchcodec, and runs without isolation); audio is
+    decoded on the CPU either way.
     """
     if not extractors:
         raise ValueError("extract_videos needs at least one extractor")
     if decode_isolation not in OPENERS:
         raise ValueError(f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(OPENERS)}")
+    _check_decode_device(decode_device, extractors)
     if prefetch_videos is None:
         prefetch_videos = default_prefetch(extractors)
     if batch_size < 1 or prefetch_videos < 1:
         raise ValueError(
             f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
         )
-    decoder_threads = default_decoder_threads(extractors, prefetch_videos)
+    settings = _DecodeSettings(
+        decode_timeout_s,
+        decode_isolation,
+        default_decoder_threads(extractors, prefetch_videos),
+        decode_device,
+    )
     plan = _Plan.of(extractors)
     queue = ByteQueue(QUEUE_BYTES)
     job_list: list[VideoJob] = []
@@ -183,7 +195,7 @@ def extract_videos(
     threads = [
         threading.Thread(
             target=_decode_worker,
-            args=(source, extractors, plan, queue, decode_timeout_s, decode_isolation, decoder_threads),
+            args=(source, extractors, plan, queue, settings),
             name=f"avzsl-decode-{i}",
             daemon=True,
         )
@@ -200,6 +212,28 @@ def extract_videos(
         queue.stop()
         for thread in threads:
             thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class _DecodeSettings:
+    timeout_s: float
+    isolation: str
+    decoder_threads: int
+    device: str  # where frames are decoded
+
+
+def _check_decode_device(device: str, extractors: Sequence[Extractor]) -> None:
+    if device not in DECODE_DEVICES:
+        raise ValueError(f"unknown decode_device {device!r}; choose one of {', '.join(DECODE_DEVICES)}")
+    if device == "cpu":
+        return
+    elsewhere = [e.spec.name for e in extractors if e.spec.modality == "visual" and e.device.type != device]
+    if elsewhere:
+        raise ValueError(
+            f"decode_device {device!r} decodes frames for models on that device, but {', '.join(elsewhere)} "
+            f"runs elsewhere; use --device {device}, or decode on the cpu"
+        )
+    check_device_decoding(device)
 
 
 def default_prefetch(extractors: Sequence[Extractor]) -> int:
@@ -254,17 +288,13 @@ def _decode_worker(
     extractors,
     plan: _Plan,
     queue: ByteQueue,
-    timeout_s: float,
-    isolation: str,
-    decoder_threads: int,
+    settings: _DecodeSettings,
 ) -> None:
     try:
         while (item := source.next()) is not None:
             index, job = item
             try:
-                statuses = _decode_one(
-                    index, job, extractors, plan, queue, timeout_s, isolation, decoder_threads
-                )
+                statuses = _decode_one(index, job, extractors, plan, queue, settings)
             except _Stop:
                 raise
             except Exception as err:  # a bug met on one file must not stop the others; it is logged loudly
@@ -285,9 +315,7 @@ def _decode_one(
     extractors,
     plan: _Plan,
     queue: ByteQueue,
-    timeout_s: float,
-    isolation: str,
-    decoder_threads: int,
+    settings: _DecodeSettings,
 ):
     """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
     counts = dict.fromkeys(range(len(extractors)), 0)
@@ -307,21 +335,33 @@ def _decode_one(
         queue.put(item, inputs.numel() * inputs.element_size())
 
     statuses: dict[int, tuple[Outcome, str | None]] = {}
-    # Audio-only passes still go through the guarded child (time limit, crash isolation), which then never
-    # opens the video stream.
-    with OPENERS[isolation](
-        job.path,
-        fps=plan.fps,
-        chunk_frames=CHUNK_FRAMES,
-        want_audio=bool(plan.audio),
-        want_frames=bool(plan.visual),
-        audio_rate=plan.audio_rate,
-        audio_path=plan.audio_path,
-        frame_rule=plan.frame_rule,
-        timeout_s=timeout_s,
-        decoder_threads=decoder_threads,
-        prefetch_chunks=2,
-    ) as decode:
+    sampling = {"fps": plan.fps, "chunk_frames": CHUNK_FRAMES, "frame_rule": plan.frame_rule}
+    on_device = settings.device != "cpu" and bool(plan.visual)
+    with contextlib.ExitStack() as stack:
+        # Audio-only passes still go through the guarded child (time limit, crash isolation), which then never
+        # opens the video stream; with frames decoded on the GPU the child only decodes the audio.
+        decode = (
+            stack.enter_context(
+                OPENERS[settings.isolation](
+                    job.path,
+                    **sampling,
+                    want_audio=bool(plan.audio),
+                    want_frames=bool(plan.visual) and not on_device,
+                    audio_rate=plan.audio_rate,
+                    audio_path=plan.audio_path,
+                    timeout_s=settings.timeout_s,
+                    decoder_threads=settings.decoder_threads,
+                    prefetch_chunks=2,
+                )
+            )
+            if plan.audio or not on_device
+            else None
+        )
+        video = (
+            stack.enter_context(open_on_device(job.path, device=settings.device, **sampling))
+            if on_device
+            else decode
+        )
         if plan.audio:
             clip = decode.audio()
             for ext in plan.audio:
@@ -339,7 +379,7 @@ def _decode_one(
                 for ext in plan.visual
                 if plan.fps is None
             }
-            for chunk in decode.frames():
+            for chunk in video.frames():
                 for ext, windower in windowers.items():
                     piece = resamplers[ext].push(chunk) if ext in resamplers else chunk
                     if piece is not None:
@@ -349,7 +389,7 @@ def _decode_one(
                     send(ext, windower.push(piece))
                 send(ext, windower.flush())
             for ext in plan.visual:
-                statuses[ext] = _final_status(decode.report, counts[ext], extractors[ext], None)
+                statuses[ext] = _final_status(video.report, counts[ext], extractors[ext], None)
     return statuses | failed
 
 

@@ -84,7 +84,7 @@ def _chunk(rows: list[tuple[np.ndarray, float, int, float]]) -> FrameChunk | Non
         return None
     frames, pts, sources, targets = zip(*rows, strict=True)
     return FrameChunk(
-        frames=np.stack(frames),
+        frames=_stack(frames),
         pts_s=np.asarray(pts, dtype=np.float64),
         source_index=np.asarray(sources, dtype=np.int64),
         target_s=np.asarray(targets, dtype=np.float64),
@@ -145,10 +145,10 @@ class FrameWindower:
             data = chunk[first : first + valid]  # consecutive rows of one chunk: a view, not a copy
         else:
             frames = [frames[row] for frames, row in rows]
-            data = np.stack(frames + [frames[-1]] * (self.window - valid))
+            data = _stack(frames + [frames[-1]] * (self.window - valid))
         assert self._t0 is not None
         return Window(
-            data=torch.from_numpy(data),
+            data=torch.as_tensor(data),
             start_s=self._t0 + start / self.fps,
             end_s=self._t0 + (start + valid) / self.fps,
             valid=valid,
@@ -159,6 +159,11 @@ class FrameWindower:
         if drop > 0:
             del self._frames[:drop]
             self._first_index += drop
+
+
+def _stack(frames: list) -> np.ndarray | torch.Tensor:
+    """Stack frames as they came: numpy arrays, or tensors on the device that decoded them."""
+    return torch.stack(frames) if isinstance(frames[0], torch.Tensor) else np.stack(frames)
 
 
 def iter_frame_windows(windower: FrameWindower, chunks: Iterable[FrameChunk]) -> Iterator[Window]:
