@@ -25,7 +25,7 @@ from torch import nn
 
 from extractors.base import Extractor, Window
 from extractors.registry import register
-from extractors.resize import resize_reference, resize_u8
+from extractors.resize import resize_u8
 from extractors.spec import ExtractorSpec, shapes_table
 from extractors.weights import is_random, load_strict, random_weights_id, uninitialised, weights_id
 from extractors.windowing import FrameWindower, iter_frame_windows
@@ -116,14 +116,15 @@ def preprocess_reference(
 ) -> torch.Tensor:
     """The AV-GZSL transform chain step by step: (B, T, H, W, 3) uint8 RGB -> (B, 3, T, 112, 112) float.
 
-    Channel order, wrap-inversion, resize to 128x171 (uint8, :func:`extractors.resize.resize_reference`),
-    centre crop 112, /255, Kinetics mean/std, frames past ``valid`` zeroed in normalised space.
+    Channel order, wrap-inversion, resize to 128x171 (uint8, :func:`extractors.resize.resize_u8`, tested
+    against its own plain definition), centre crop 112, /255, Kinetics mean/std, frames past ``valid`` zeroed
+    in normalised space.
     """
     x = frames.flip(-1) if bgr else frames
     if invert:
         x = invert_wrap(x)
     b, t, h, w, _ = x.shape
-    x = resize_reference(x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2), RESIZE_HW)
+    x = resize_u8(x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2), RESIZE_HW)
     top, left = CROP_BOX[:2]
     x = x[:, :, top : top + CROP, left : left + CROP].float()
     x = x.reshape(b, t, 3, CROP, CROP).permute(0, 2, 1, 3, 4)
