@@ -3,7 +3,8 @@
 Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
   (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
-  audio once at the audio extractors' rate and path, frames once at the visual extractors' common fps and
+  audio once at the audio extractors' rate and path (benchmark-mode audio for GPU models at its native rate,
+  resampled on the GPU), frames once at the visual extractors' common fps and
   frame rule (or at the native rate, resampled by PTS per extractor when rates or rules differ).
   With ``decode_device="cuda"`` the frames are decoded by the GPU instead (:mod:`pipeline.decode.on_device`).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from extractors.audio_resample import resample_clip
 from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
 from pipeline.cores import usable_cores
@@ -133,6 +135,7 @@ class _Plan:
     frame_rule: str  # the common frame rule (when ``fps`` is set)
     audio_rate: int
     audio_path: str
+    resample_on: torch.device | None = None  # the audio models' GPU, where benchmark-mode audio is resampled
 
     @classmethod
     def of(cls, extractors: Sequence[Extractor]) -> _Plan:
@@ -147,9 +150,12 @@ class _Plan:
             )
         sampling = {(float(extractors[i].spec.sample_rate), extractors[i].spec.frame_rule) for i in visual}
         fps, rule = sampling.pop() if len(sampling) == 1 else (None, "pts")
-        return cls(
-            visual, audio, fps, rule, rates.pop() if rates else 16000, paths.pop() if paths else "swresample"
-        )
+        path = paths.pop() if paths else "swresample"
+        # benchmark-mode audio for models on one GPU is resampled there (extractors/audio_resample.py)
+        devices = {extractors[i].device for i in audio}
+        gpus = [d for d in devices if d.type == "cuda"]
+        resample_on = gpus[0] if path == "int16-resampy" and len(devices) == 1 and gpus else None
+        return cls(visual, audio, fps, rule, rates.pop() if rates else 16000, path, resample_on)
 
 
 def extract_videos(
@@ -347,7 +353,7 @@ def _decode_one(
                     **sampling,
                     want_audio=bool(plan.audio),
                     want_frames=bool(plan.visual) and not on_device,
-                    audio_rate=plan.audio_rate,
+                    audio_rate=None if plan.resample_on else plan.audio_rate,
                     audio_path=plan.audio_path,
                     timeout_s=settings.timeout_s,
                     decoder_threads=settings.decoder_threads,
@@ -364,6 +370,8 @@ def _decode_one(
         )
         if plan.audio:
             clip = decode.audio()
+            if clip is not None and plan.resample_on is not None:
+                clip = resample_clip(clip, plan.audio_rate, plan.resample_on)
             for ext in plan.audio:
                 if clip is None:
                     statuses[ext] = (decode.audio_report.outcome, decode.audio_report.error)

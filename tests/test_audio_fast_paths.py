@@ -9,7 +9,9 @@ import av
 import numpy as np
 import pytest
 import resampy
+import torch
 
+from extractors.audio_resample import apply_on_device, resample_clip
 from pipeline.decode import read_audio
 from pipeline.decode.audio import float_to_s16
 from pipeline.decode.audio_blocks import FrameBlock, frame_planes
@@ -108,3 +110,44 @@ def test_block_decoding_gives_the_frame_by_frame_output(sample_videos, stereo_cl
     reference = frame_by_frame_int16_resampy(video)
     assert ours.shape == reference.shape
     assert np.abs(ours - reference).max() <= 1e-7  # float32 results of float64 sums taken in another order
+
+
+@pytest.mark.parametrize("sr_orig", [44100, 48000, 16080, 4350])
+def test_the_device_resampler_on_cpu_tensors_equals_the_cpu_path(sr_orig):
+    x = np.random.default_rng(sr_orig).standard_normal(int(1.9 * sr_orig) + 3)
+    table = phase_table(sr_orig, 16000)
+    ours = apply_on_device(table, torch.from_numpy(x)).numpy()
+    assert np.abs(ours - table.apply(x)).max() <= 1e-12
+
+
+def test_native_rate_audio_resampled_by_the_model_equals_the_decoders(sample_videos):
+    path = sample_videos["v_GGSY1Qvo990"]
+    native = read_audio(path, audio_path="int16-resampy", sample_rate=None)
+    assert native.sample_rate == 44100 and native.samples.dtype == np.float64
+    ours = resample_clip(native, 16000, torch.device("cpu"))
+    expected = read_audio(path, audio_path="int16-resampy")
+    assert ours.samples.dtype == np.float32 and ours.samples.shape == expected.samples.shape
+    assert np.abs(ours.samples - expected.samples).max() <= 1e-7
+    with pytest.raises(ValueError, match="only the int16-resampy path"):
+        read_audio(path, sample_rate=None)
+
+
+def test_benchmark_audio_for_gpu_models_is_resampled_on_their_gpu():
+    from extractors.registry import build_extractor
+    from extractors.runner import _Plan
+
+    bench, clean = (build_extractor("vggish", weights="random", mode=m) for m in ("benchmark", "clean"))
+    assert _Plan.of([bench]).resample_on is None  # CPU models: the decode child resamples
+    bench.device = clean.device = torch.device("cuda")  # only read by the plan: no GPU needed
+    assert _Plan.of([bench]).resample_on == torch.device("cuda")
+    assert _Plan.of([clean]).resample_on is None  # swresample runs where the audio is decoded
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_gpu_resampler_equals_the_cpu_one():
+    x = np.random.default_rng(0).standard_normal(3 * 44100)
+    table = phase_table(44100, 16000)
+    assert (
+        np.abs(apply_on_device(table, torch.from_numpy(x).cuda()).cpu().numpy() - table.apply(x)).max()
+        <= 1e-10
+    )

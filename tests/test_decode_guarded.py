@@ -177,3 +177,14 @@ def test_decode_children_run_single_threaded_numerics_and_the_parent_keeps_its_e
         list(running.frames())
     assert b"OPENBLAS_NUM_THREADS=1" in child_env and b"OMP_NUM_THREADS=1" in child_env
     assert dict(os.environ) == before
+
+
+def test_native_rate_float64_audio_crosses_from_the_child_intact(corpus):
+    options = {"audio_path": "int16-resampy", "want_frames": False, "want_audio": True, "audio_rate": None}
+    with open_guarded(corpus["ok"], timeout_s=60, **options) as decode:
+        clip = decode.audio()
+    expected = read_audio(corpus["ok"], audio_path="int16-resampy", sample_rate=None)
+    assert clip.samples.dtype == np.float64 and np.array_equal(clip.samples, expected.samples)
+    assert clip.sample_rate == expected.sample_rate
+    with pytest.raises(ValueError, match="only the int16-resampy path"):
+        open_guarded(corpus["ok"], want_audio=True, audio_rate=None)

@@ -28,7 +28,7 @@ class DecodeRequest:
     fps: float | None
     chunk_frames: int
     want_audio: bool
-    audio_rate: int
+    audio_rate: int | None  # None: int16-resampy audio at its native rate, before resampling
     backend: str
     decoder_threads: int
     start_s: float
@@ -107,6 +107,7 @@ def _send_audio(conn: Connection, request: DecodeRequest) -> None:
             "audio",
             {
                 "n": int(clip.samples.size),
+                "dtype": clip.samples.dtype.str,
                 "rate": clip.sample_rate,
                 "start_s": clip.start_s,
                 "outcome": report.outcome,
@@ -114,4 +115,4 @@ def _send_audio(conn: Connection, request: DecodeRequest) -> None:
             },
         )
     )
-    conn.send_bytes(memoryview(np.ascontiguousarray(clip.samples, dtype=np.float32)).cast("B"))
+    conn.send_bytes(memoryview(np.ascontiguousarray(clip.samples)).cast("B"))

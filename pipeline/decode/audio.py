@@ -34,19 +34,19 @@ INT16_SCALE = 32768.0  # torchvggish: wav_data / 32768.0
 def read_audio(
     path: str | Path,
     *,
-    sample_rate: int = 16000,
+    sample_rate: int | None = 16000,
     report: DecodeReport | None = None,
     audio_path: str = "swresample",
 ) -> AudioClip:
     """Decode the first audio stream, downmix to mono and resample to ``sample_rate`` by ``audio_path``.
 
+    ``sample_rate=None`` (``int16-resampy`` only) stops before the resampling: float64 samples at the native
+    rate, for a caller that resamples them elsewhere (on the audio model's GPU).
     No audio stream raises ``MediaError(NO_AUDIO)``; undecodable audio raises ``MediaError(UNDECODABLE)``.
     A mid-stream error keeps the samples decoded so far and marks ``report`` PARTIAL (without a report it
     raises ``MediaError(PARTIAL)``, so damage is never silent).
     """
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    check_audio_path(audio_path)
+    check_audio_path(audio_path, sample_rate)
     path = Path(path)
     if not path.is_file():
         raise MediaError(Outcome.NOT_FOUND, "file not found; check the path", path)
@@ -67,6 +67,7 @@ def read_audio(
         else:
             parts, start_s, failure = _decode(container, stream, _int16_native())
             samples = _int16_resampy(parts, stream.codec_context.sample_rate, sample_rate)
+            sample_rate = sample_rate or stream.codec_context.sample_rate
         declared_s = (
             float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
         )
@@ -156,24 +157,31 @@ def float_to_s16(samples: np.ndarray) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def _int16_resampy(parts: list[np.ndarray], native_rate: int, sample_rate: int) -> np.ndarray:
+def _int16_resampy(parts: list[np.ndarray], native_rate: int, sample_rate: int | None) -> np.ndarray:
     """torchvggish's ``wavfile_to_examples`` up to the log-mel: / 32768.0, channel mean, resampy
-    (:func:`pipeline.decode.resample.resample_like_resampy`, the same computation)."""
+    (:func:`pipeline.decode.resample.resample_like_resampy`, the same computation); ``sample_rate=None``
+    stops before resampling, in float64."""
     if not parts:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, np.float32 if sample_rate else np.float64)
     # the channel mean of int16 / 32768.0, exactly (sums of int16 and the division by 32768 are exact in
     # float64), without an (n, channels) float64 copy of the whole clip
     mono = np.concatenate(
         [part.sum(axis=0, dtype=np.float64) / INT16_SCALE / part.shape[0] for part in parts]
     )
+    if sample_rate is None:
+        return mono  # the exact channel mean, for a resampler elsewhere
     if native_rate != sample_rate:
         mono = resample_like_resampy(mono, native_rate, sample_rate)
     return mono.astype(np.float32)
 
 
-def check_audio_path(audio_path: str) -> None:
+def check_audio_path(audio_path: str, sample_rate: int | None = 16000) -> None:
     if audio_path not in AUDIO_PATHS:
         raise ValueError(f"unknown audio path {audio_path!r}; choose one of {', '.join(AUDIO_PATHS)}")
+    if sample_rate is None and audio_path != "int16-resampy":
+        raise ValueError("only the int16-resampy path delivers audio at its native rate (sample_rate=None)")
+    if sample_rate is not None and sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
 
 
 def _short_of_declared(decoded_s: float, declared_s: float) -> str | None:

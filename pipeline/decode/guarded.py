@@ -53,7 +53,7 @@ def open_guarded(
     fps: float | None = None,
     chunk_frames: int = 32,
     want_audio: bool = False,
-    audio_rate: int = 16000,
+    audio_rate: int | None = 16000,
     backend: str = DEFAULT_BACKEND,
     decoder_threads: int = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -77,7 +77,7 @@ def open_guarded(
     Arguments as in :func:`pipeline.decode.iter_frames` / :func:`pipeline.decode.read_audio`.
     """
     check_args(fps, chunk_frames, start_s, end_s, frame_rule)
-    check_audio_path(audio_path)
+    check_audio_path(audio_path, audio_rate)
     if not (want_frames or want_audio):
         raise ValueError("nothing to decode: want_frames and want_audio are both False")
     if backend not in BACKENDS + TEST_BACKENDS:
@@ -300,7 +300,7 @@ class GuardedDecode:
 
 def _receive_other(conn: Connection, kind: str, meta: Any) -> tuple[str, Any]:
     if kind == "audio":
-        samples = np.empty(meta["n"], dtype=np.float32)
+        samples = np.empty(meta["n"], dtype=np.dtype(meta["dtype"]))
         recv_into(conn, samples)
         clip = AudioClip(samples=samples, sample_rate=meta["rate"], start_s=meta["start_s"])
         return "audio", (clip, meta["outcome"], meta["error"])

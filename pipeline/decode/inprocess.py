@@ -22,7 +22,7 @@ def open_inprocess(
     fps: float | None = None,
     chunk_frames: int = 32,
     want_audio: bool = False,
-    audio_rate: int = 16000,
+    audio_rate: int | None = 16000,
     backend: str = DEFAULT_BACKEND,
     decoder_threads: int = 0,
     start_s: float = 0.0,
@@ -35,7 +35,7 @@ def open_inprocess(
     """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not
     apply."""
     check_args(fps, chunk_frames, start_s, end_s, frame_rule)
-    check_audio_path(audio_path)
+    check_audio_path(audio_path, audio_rate)
     if not (want_frames or want_audio):
         raise ValueError("nothing to decode: want_frames and want_audio are both False")
     frame_args = {

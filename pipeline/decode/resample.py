@@ -50,7 +50,7 @@ def resample_like_resampy(x: np.ndarray, sr_orig: int, sr_new: int) -> np.ndarra
     return table.apply(x)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one table per rate pair (phase_table caches it): compared by identity
 class PhaseTable:
     """Weights of each output phase: row p gives output k * P + p from inputs k * Q + first + j, j = 0, 1, ..."""
 
@@ -66,35 +66,45 @@ class PhaseTable:
         """resampy's output length: int(n * sr_new / sr_orig), evaluated in its order."""
         return int(n * float(self.sr_new) / float(self.sr_orig))
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        n_out = self.output_length(x.size)
-        if n_out < 1:
-            raise ValueError(
-                f"{x.size} samples are too few to resample from {self.sr_orig} to {self.sr_new} Hz"
-            )
-        period_out, taps = self.weights.shape
-        periods = -(-n_out // period_out)
-        padded = np.zeros(max((periods - 1) * self.period_in + taps, x.size - self.first))
-        padded[-self.first : -self.first + x.size] = x  # zeros outside the signal: resampy skips those taps
-        windows = np.lib.stride_tricks.sliding_window_view(padded, taps)[:: self.period_in][:periods]
-        y = (windows @ self.weights.T).reshape(-1)[:n_out]
-        self._redo_short(x, y)
-        return y
+    def periods(self, n_out: int) -> int:
+        """Rows of the matrix product for ``n_out`` outputs."""
+        return -(-n_out // self.weights.shape[0])
 
-    def _redo_short(self, x: np.ndarray, y: np.ndarray) -> None:
+    def padded_length(self, n: int, n_out: int) -> int:
+        """Length of the zero-padded input: every tap of every row lies inside it."""
+        return max((self.periods(n_out) - 1) * self.period_in + self.weights.shape[1], n - self.first)
+
+    def short_outputs(self, n_out: int) -> tuple[np.ndarray, np.ndarray]:
         """Outputs where resampy's float time truncates to the input sample before the exact one (only
-        outputs at a whole input sample can: t * Q / P an integer)."""
+        outputs at a whole input sample can: t * Q / P an integer), and the exact input sample of each."""
         g = gcd(self.sr_new, self.sr_orig)
         p, q = self.sr_new // g, self.sr_orig // g
-        t = np.arange(0, y.size, p)
+        t = np.arange(0, n_out, p)
         exact = t // p * q
         short = (t * (1.0 / (float(self.sr_new) / self.sr_orig))).astype(np.int64) < exact
-        if not short.any():
-            return
-        taps = self.short_weights.size
-        padded = np.concatenate([np.zeros(self.short_left), x, np.zeros(taps)])
-        inputs = exact[short][:, None] + np.arange(taps)  # padded[n + j] is x[n - short_left + j]
-        y[t[short]] = padded[inputs] @ self.short_weights
+        return t[short], exact[short]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        n_out = self.checked_length(x.size)
+        padded = np.zeros(self.padded_length(x.size, n_out))
+        padded[-self.first : -self.first + x.size] = x  # zeros outside the signal: resampy skips those taps
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.weights.shape[1])[:: self.period_in]
+        y = (windows[: self.periods(n_out)] @ self.weights.T).reshape(-1)[:n_out]
+        outputs, exact = self.short_outputs(n_out)
+        if outputs.size:
+            taps = self.short_weights.size
+            padded = np.concatenate([np.zeros(self.short_left), x, np.zeros(taps)])
+            y[outputs] = (
+                padded[exact[:, None] + np.arange(taps)] @ self.short_weights
+            )  # x[n - short_left + j]
+        return y
+
+    def checked_length(self, n: int) -> int:
+        """:meth:`output_length`, refusing inputs too short for one output (as resampy does)."""
+        n_out = self.output_length(n)
+        if n_out < 1:
+            raise ValueError(f"{n} samples are too few to resample from {self.sr_orig} to {self.sr_new} Hz")
+        return n_out
 
 
 @functools.cache
