@@ -1,7 +1,7 @@
 """CPU seconds per video that extraction spends besides the network, against raw decoding of the same stream.
 
-For each extractor (issue 19's setting): pipeline-only = ``extract_videos`` with the network swapped for zeros,
-so what is left is decoding, resampling, windowing, preprocessing and the hand-offs between them; its CPU time
+For each extractor (issue 19's setting): pipeline-only = ``extract_videos`` with the network swapped for
+zeros, so what is left is decoding, resampling, windowing, preprocessing and the hand-offs between them; its CPU time
 is summed over the whole process tree (the decode children and the forkserver included) and divided by the
 videos. raw = PyAV decoding every packet of the stream the extractor reads (video or audio), one thread, no
 colour conversion or resampling: the least any extraction must spend. Target: pipeline-only <= 2x raw.

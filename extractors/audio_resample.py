@@ -2,8 +2,8 @@
 
 With the audio models on a GPU, the decode child stops before resampling (float64 mono at the native rate: the
 exact int16 channel mean) and resampy's computation runs here, as the float64 matrix product of
-:class:`pipeline.decode.resample.PhaseTable` on the device; the CPU then only decodes. The same table and index
-arithmetic as the CPU path, so the results agree to float64 rounding (tests/test_audio_fast_paths.py runs this
+:class:`pipeline.decode.resample.PhaseTable` on the device; the CPU then only decodes. The same table and
+index arithmetic as the CPU path, so the results agree to float64 rounding (tests/test_audio_fast_paths.py runs this
 on CPU tensors against it). Rate pairs without a table are resampled on the CPU, by resampy itself.
 """
 

@@ -8,8 +8,8 @@ Modes:
   with FFmpeg; docs/benchmark-mode.md), non-overlapping 16-frame clips from 0, last clip zero-padded *in
   normalised space*, BGR channel order, wrap-inversion ``(256 - v) mod 256`` computed in integer arithmetic
   (UCF / VGGSound scripts; pass ``invert=False`` for the ActivityNet script, which is not inverted), resize
-  to 128x171 on uint8 (the published PIL resize, to within one level on ~1 % of values; extractors/resize.py),
-  centre crop 112, Kinetics mean/std.
+  to 128x171 on uint8 (the published PIL resize to within one level on under 0.5 % of values;
+  extractors/resize.py), centre crop 112, Kinetics mean/std.
 - ``clean``: 25 fps by PTS (the frame displayed at each k/25 s), same geometry and statistics, RGB, no
   inversion, the same uint8 resize, the last clip padded by repeating its last frame; ``hop`` may be set for
   overlapping clips.
@@ -193,8 +193,9 @@ class C3DExtractor(Extractor):
 
     @torch.inference_mode()
     def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
-        """(B, 16, H, W, 3) uint8 RGB -> (B, 3, 16, 112, 112) float on the device: :func:`preprocess_reference`
-        reordered to touch full-size frames once (equal within float rounding, tests/test_extractors_c3d.py).
+        """(B, 16, H, W, 3) uint8 RGB -> (B, 3, 16, 112, 112) float on the device: the steps of
+        :func:`preprocess_reference` reordered to touch full-size frames once (equal within float rounding,
+        tests/test_extractors_c3d.py).
 
         On uint8, ``neg`` is the wrap-inversion; resize and crop run on uint8 and only the 112x112 crop goes
         on, read once in BGR or RGB order by one fused normalisation. 79 % of C3D's pipeline CPU time went to

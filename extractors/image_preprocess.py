@@ -64,7 +64,7 @@ class ImagePreprocess:
         return (self.size, self.size)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) after the resize; a shortest edge keeps the aspect ratio as torchvision's ``resize`` does."""
+        """(h, w) after the resize; a shortest edge keeps the aspect ratio, as torchvision's resize does."""
         if isinstance(self.size, tuple):
             return self.size
         short, long = (width, height) if width <= height else (height, width)

@@ -36,7 +36,7 @@ TIMESTAMP_SLACK_S = 1e-4  # torchcodec reports pts in seconds: it must name the 
 
 
 def check_device_decoding(device: str) -> None:
-    """Raise a ``RuntimeError`` saying what to install or change when frames cannot be decoded on ``device``."""
+    """A ``RuntimeError`` saying what to install or change when frames cannot be decoded on ``device``."""
     try:
         import torch
         from torchcodec.decoders import VideoDecoder  # noqa: F401
@@ -86,7 +86,7 @@ class DeviceDecode:
         """Nothing to stop: present so callers treat every decode alike."""
 
     def frames(self) -> Iterator[FrameChunk]:
-        """Chunks whose ``frames`` are (N, H, W, 3) uint8 tensors on the device; failures end in ``report``."""
+        """Chunks of (N, H, W, 3) uint8 tensors on the device; a failure ends them and goes in ``report``."""
         try:
             yield from self._frames()
         except MediaError as err:

@@ -5,10 +5,11 @@ Benchmark mode resamples exactly as torchvggish did: ``resampy.resample(x, sr_or
 the input samples around it weighted by a tabulated windowed sinc (read by linear interpolation), one output
 and one tap at a time: 160-210 CPU-ms for 10 s of 44.1 kHz audio, 30x the AAC decoding.
 
-The weights depend only on where the output time falls between two input samples. With sr_new / sr_orig = P / Q
-in lowest terms that position repeats every P outputs, so the weights of each of the P phases are computed once,
-with resampy's own arithmetic, into a (P, taps) matrix, and the outputs become one matrix product of that
-matrix with strided windows of the input: 11 CPU-ms for the same 10 s. Two things keep it equal to resampy:
+The weights depend only on where the output time falls between two input samples. With sr_new / sr_orig =
+P / Q in lowest terms that position repeats every P outputs, so the weights of each of the P phases are
+computed once, with resampy's own arithmetic, into a (P, taps) matrix, and the outputs become one matrix
+product of that matrix with strided windows of the input: 11 CPU-ms for the same 10 s. Two things keep it
+equal to resampy:
 
 - resampy finds an output's input sample by truncating the float t * (sr_orig / sr_new); where that lands one
   sample short of the exact value, its weights are those of the next phase over, computed from that sample.
@@ -52,7 +53,7 @@ def resample_like_resampy(x: np.ndarray, sr_orig: int, sr_new: int) -> np.ndarra
 
 @dataclass(frozen=True, eq=False)  # one table per rate pair (phase_table caches it): compared by identity
 class PhaseTable:
-    """Weights of each output phase: row p gives output k * P + p from inputs k * Q + first + j, j = 0, 1, ..."""
+    """Weights of each output phase: row p gives output k * P + p from inputs k * Q + first + j."""
 
     sr_orig: int
     sr_new: int
