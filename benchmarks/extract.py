@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             body += (
                 "\n**CPU cost** (issue 19): CPU seconds per video of the whole process tree (decode children and "
-                "forkserver included), least of "
+                "forkserver included; its clock ticks in 10 ms, so use several videos), least of "
                 f"{args.cost_repeats} runs after a warm-up. pipeline-only = `extract_videos` with the network "
                 "swapped for zeros, default `process` isolation; raw decode = PyAV decoding every packet of the "
                 "stream the extractor reads, one thread, no colour conversion or resampling. The last three "
