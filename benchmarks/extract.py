@@ -13,7 +13,11 @@ Reported: full / model (target >= 0.85: decoding and preprocessing hidden behind
 Full, model-only and naive alternate ``--repeats`` times and the fastest of each counts, so a burst of load from
 other jobs on a shared machine does not decide the ratio. Both paths are warmed first (the model's first
 call; the decoder's forkserver, a once-per-process start).
-Run: ``.venv/bin/python -m benchmarks.extract [--extractors c3d vit] [--videos 3] [--repeats 2]``.
+Part ``cost`` (:mod:`benchmarks.extract_cost`): CPU seconds per video of the pipeline without the network,
+against raw decoding of the same stream, on 10 s clips and on the sample videos, with the fast paths and the
+plain reference paths side by side.
+Run: ``.venv/bin/python -m benchmarks.extract [--parts throughput cost] [--extractors c3d vit] [--videos 3]``
+(on a GPU add ``--decode-device cuda`` to decode frames with NVDEC).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import torchvision.transforms as T
 from transformers import ASTFeatureExtractor
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.extract_cost import cost_section, zeros_network
+from benchmarks.report import command_line, markdown_table, write_section
 from extractors.base import Extractor, Window
 from extractors.c3d import MEAN, STD
 from extractors.registry import build_extractor
@@ -43,6 +48,8 @@ from pipeline.decode.types import AudioClip
 from pipeline.synth.media import make_test_clip
 
 COMMAND = ".venv/bin/python -m benchmarks.extract"
+SHARED = Path(os.environ.get("AVZSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SAMPLES = ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0")
 # name -> (builder options, clip seconds, width, height): clip lengths keep each model's work a few seconds
 SETUPS: dict[str, tuple[dict, float, int, int]] = {
     "c3d": ({"mode": "benchmark"}, 1.28, 320, 240),  # 2 clips per video
@@ -68,11 +75,10 @@ def windows_of(extractor: Extractor, path: Path) -> list[Window]:
     return list(extractor.windows_from_frames(iter_frames(path, fps=extractor.spec.sample_rate)))
 
 
-def time_full(extractor: Extractor, clips: list[Path], batch_size: int) -> float:
+def time_full(extractor: Extractor, clips: list[Path], batch_size: int, decode_device: str = "cpu") -> float:
     start = time.perf_counter()
-    results = list(
-        extract_videos([VideoJob(p.name, str(p)) for p in clips], [extractor], batch_size=batch_size)
-    )
+    jobs = [VideoJob(p.name, str(p)) for p in clips]
+    results = list(extract_videos(jobs, [extractor], batch_size=batch_size, decode_device=decode_device))
     elapsed = time.perf_counter() - start
     bad = [r for r in results if r.features is None]
     if bad:
@@ -95,20 +101,16 @@ def infer(extractor: Extractor, inputs: torch.Tensor) -> torch.Tensor:
     return extractor.run_model(extractor.to_device(inputs)).cpu()
 
 
-def time_pipeline(extractor: Extractor, clips: list[Path], batch_size: int) -> float:
+def time_pipeline(extractor: Extractor, clips: list[Path], batch_size: int, decode_device: str) -> float:
     """The full path with the network swapped for zeros: decode + preprocessing + hand-offs only."""
-    dim = extractor.spec.output_dim
-    extractor.forward = lambda inputs: torch.zeros(len(inputs), dim, device=inputs.device)
-    try:
-        return time_full(extractor, clips, batch_size)
-    finally:
-        del extractor.forward
+    with zeros_network(extractor):
+        return time_full(extractor, clips, batch_size, decode_device)
 
 
-def warm_up(extractor: Extractor, clip: Path, batch_size: int) -> None:
+def warm_up(extractor: Extractor, clip: Path, batch_size: int, decode_device: str) -> None:
     """Each path once first, so none pays for first-call allocations, kernel selection or the forkserver."""
     extractor.run_model(extractor.prepare(windows_of(extractor, clip)[:1]))
-    time_full(extractor, [clip], batch_size)
+    time_full(extractor, [clip], batch_size, decode_device)
 
 
 def decode_all_frames(path: Path) -> tuple[list[np.ndarray], float]:
@@ -174,51 +176,41 @@ def time_naive(extractor: Extractor, clips: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--extractors", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    parser.add_argument("--videos", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="alternating full/model/naive runs; the fastest of each counts"
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
+def throughput_section(args: argparse.Namespace, folder: Path) -> str:
+    """full / model-only / pipeline-only / naive rates per extractor; the markdown of the section's first part."""
     load = os.getloadavg()[0]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.extractors:
-            options, seconds, width, height = SETUPS[name]
-            clips = make_clips(Path(tmp) / name, args.videos, seconds, width, height)
-            extractor = build_extractor(name, weights="random", device=args.device, **options)
-            warm_up(extractor, clips[0], args.batch_size)
-            model_s = full_s = naive_s = float("inf")
-            for _ in range(args.repeats):  # interleaved: a burst of load from other jobs hits all three alike
-                model_s = min(model_s, time_model(extractor, clips, args.batch_size))
-                full_s = min(full_s, time_full(extractor, clips, args.batch_size))
-                naive_s = min(naive_s, time_naive(extractor, clips))
-            pipeline_s = time_pipeline(extractor, clips, args.batch_size)
-            n = len(clips)
-            rows.append(
-                [
-                    name,
-                    f"{n} x {seconds:g} s {width}x{height}",
-                    n / full_s,
-                    n / model_s,
-                    n / pipeline_s,
-                    n / naive_s,
-                    model_s / full_s,
-                    model_s / (model_s + pipeline_s),
-                    naive_s / full_s,
-                ]
-            )
-            print(
-                f"{name}: full {n / full_s:.3f} videos/s, model-only {n / model_s:.3f}, "
-                f"pipeline-only {n / pipeline_s:.3f}, naive {n / naive_s:.3f}",
-                flush=True,
-            )
-            del extractor
+    for name in args.extractors:
+        options, seconds, width, height = SETUPS[name]
+        clips = make_clips(folder / name, args.videos, seconds, width, height)
+        extractor = build_extractor(name, weights="random", device=args.device, **options)
+        warm_up(extractor, clips[0], args.batch_size, args.decode_device)
+        model_s = full_s = naive_s = float("inf")
+        for _ in range(args.repeats):  # interleaved: a burst of load from other jobs hits all three alike
+            model_s = min(model_s, time_model(extractor, clips, args.batch_size))
+            full_s = min(full_s, time_full(extractor, clips, args.batch_size, args.decode_device))
+            naive_s = min(naive_s, time_naive(extractor, clips))
+        pipeline_s = time_pipeline(extractor, clips, args.batch_size, args.decode_device)
+        n = len(clips)
+        rows.append(
+            [
+                name,
+                f"{n} x {seconds:g} s {width}x{height}",
+                n / full_s,
+                n / model_s,
+                n / pipeline_s,
+                n / naive_s,
+                model_s / full_s,
+                model_s / (model_s + pipeline_s),
+                naive_s / full_s,
+            ]
+        )
+        print(
+            f"{name}: full {n / full_s:.3f} videos/s, model-only {n / model_s:.3f}, "
+            f"pipeline-only {n / pipeline_s:.3f}, naive {n / naive_s:.3f}",
+            flush=True,
+        )
+        del extractor
     table = markdown_table(
         [
             "extractor",
@@ -233,9 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         ],
         rows,
     )
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
     body = (
-        f"Device: {device}. Random weights at full model size; batch size {args.batch_size} for full and "
+        f"Random weights at full model size; batch size {args.batch_size} for full and "
         "model-only, 1 for naive. full = `extract_videos` (child-process decode + preprocessing in the decode "
         "threads + model, overlapped); model-only = the same forward passes on inputs decoded and preprocessed "
         "beforehand; pipeline-only = full with the network swapped for zeros (the work full must hide); "
@@ -247,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         + table
         + "\n"
     )
-    if device == "CPU":
+    if not args.device.startswith("cuda"):
         body += (
             "\nGPU runs (target full / naive >= 3x) are written to their own section, named by "
             "`AVZSL_BENCH_SUFFIX`. On a CPU the model's intra-op threads already use every core, so decoding and "
@@ -255,9 +246,68 @@ def main(argv: list[str] | None = None) -> None:
             "videos); with only a few videos per run the first video's decode (pipeline fill) cannot be hidden "
             "at all. Rates vary between runs with the load of other jobs on the machine.\n"
         )
-    print(table)
+    return body
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "cost"], choices=["throughput", "cost"])
+    parser.add_argument("--extractors", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--videos", type=int, default=2, help="clips per extractor for the throughput part")
+    parser.add_argument(
+        "--cost-videos", type=int, default=4, help="10 s clips per extractor for the cost part"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating full/model/naive runs; the fastest of each counts"
+    )
+    parser.add_argument(
+        "--cost-repeats", type=int, default=2, help="runs per cost measurement; the least counts"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--decode-device", default="cpu", choices=["cpu", "cuda"], help="where frames are decoded"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
+    body = f"Device: {device}; frames decoded on the {args.decode_device}.\n\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        if "throughput" in args.parts:
+            body += throughput_section(args, Path(tmp))
+        if "cost" in args.parts:
+            samples = [
+                SHARED / "samples" / f"{s}.mp4"
+                for s in SAMPLES
+                if (SHARED / "samples" / f"{s}.mp4").is_file()
+            ]
+            table = cost_section(
+                args.extractors,
+                Path(tmp) / "cost",
+                samples,
+                videos=args.cost_videos,
+                device=args.device,
+                decode_device=args.decode_device,
+                batch_size=args.batch_size,
+                repeats=args.cost_repeats,
+            )
+            body += (
+                "\n**CPU cost** (issue 19): CPU seconds per video of the whole process tree (decode children and "
+                "forkserver included; its clock ticks in 10 ms, so use several videos), least of "
+                f"{args.cost_repeats} runs after a warm-up. pipeline-only = `extract_videos` with the network "
+                "swapped for zeros, default `process` isolation; raw decode = PyAV decoding every packet of the "
+                "stream the extractor reads, one thread, no colour conversion or resampling. The last three "
+                "columns run in-process (`decode_isolation=none`) so that the plain reference paths can be "
+                "swapped in (`benchmarks/extract_cost.py:plain_reference_paths`: frame-by-frame audio "
+                "conversion, swresample's s16 conversion, resampy itself, C3D's step-by-step preprocessing)"
+                + (" (samples: not found under the shared data folder)" if not samples else "")
+                + ".\n\n"
+                + table
+                + "\n"
+            )
+            print(table)
     if not args.no_write:
-        write_section("extract", COMMAND, body)
+        write_section("extract", command_line(COMMAND, argv), body)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ class ASTExtractor(Extractor):
     @torch.inference_mode()
     def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
         """(B, 164080) samples -> (B, 1024, 128) normalised fbank, padded frames zero before normalising."""
-        wave = self.to_device(torch.stack([w.data for w in windows]).float())
+        wave = self.batch_to_device([w.data for w in windows]).float()
         fbank = self.frontend(wave)
         frames = torch.tensor(
             [1 + (w.valid - FRAME_LENGTH) // FRAME_SHIFT for w in windows], device=fbank.device

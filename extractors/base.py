@@ -24,7 +24,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
 class Window:
-    """One model input before preprocessing: ``data`` is a CPU tensor, ``valid`` counts real frames/samples.
+    """One model input before preprocessing: ``data`` is a CPU tensor (or, for frames decoded on the GPU, a
+    tensor on that device), ``valid`` counts real frames/samples.
 
     Visual windows hold uint8 frames (T, H, W, 3) RGB; audio windows hold float32 samples (N,). Entries past
     ``valid`` are padding, which each extractor treats the way its spec says (zeros, edge repeat, masking).
@@ -113,6 +114,18 @@ class Extractor(torch.nn.Module):
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
+
+    def batch_to_device(self, parts: Sequence[torch.Tensor], stack: bool = True) -> torch.Tensor:
+        """``torch.stack`` (or ``torch.cat``) of CPU tensors, on the device, with one host copy: on CUDA the
+        parts are gathered straight into pinned memory instead of stacked and then pinned."""
+        join = torch.stack if stack else torch.cat
+        if self.device.type != "cuda" or parts[0].device.type == "cuda":  # decoded on the GPU: already there
+            return join(list(parts)).to(self.device)
+        first = parts[0]
+        shape = (len(parts), *first.shape) if stack else (sum(len(p) for p in parts), *first.shape[1:])
+        staging = torch.empty(shape, dtype=first.dtype, pin_memory=True)
+        join(list(parts), out=staging)
+        return staging.to(self.device, non_blocking=True)
 
     def describe(self) -> str:
         return self.spec.label()

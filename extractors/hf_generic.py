@@ -84,7 +84,7 @@ class HFImageExtractor(Extractor):
 
     @torch.inference_mode()
     def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
-        return self.preprocess(self.to_device(torch.cat([w.data for w in windows])))
+        return self.preprocess(self.batch_to_device([w.data for w in windows], stack=False))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if hasattr(self.model, "get_image_features"):

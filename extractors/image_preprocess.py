@@ -2,7 +2,9 @@
 
 transformers 5 image processors are torchvision-backed by default (REFERENCE §4.4: fast vs slow processors);
 this does the same operations (uint8 antialiased resize, optional centre crop, rescale, normalise) on a
-whole batch already on the GPU, instead of per image on the CPU. Values follow the processor's own config.
+whole batch already on the model's device, instead of per image on the CPU. Values follow the processor's own
+config. The resize is :func:`extractors.resize.resize_u8`: on the CPU what torchvision computes there, and
+the same integers on a GPU (where torchvision would resize in float and round).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
+
+from extractors.resize import resize_u8
 
 _RESAMPLE = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR, 3: InterpolationMode.BICUBIC}
 
@@ -59,6 +63,14 @@ class ImagePreprocess:
             return self.size
         return (self.size, self.size)
 
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) after the resize; a shortest edge keeps the aspect ratio, as torchvision's resize does."""
+        if isinstance(self.size, tuple):
+            return self.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
     def summary(self) -> str:
         crop = f", centre crop {self.crop[0]}x{self.crop[1]}" if self.crop else ""
         size = (
@@ -72,8 +84,11 @@ class ImagePreprocess:
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 on any device -> (B, 3, h, w) float32 normalised."""
         x = frames.permute(0, 3, 1, 2)
-        size = list(self.size) if isinstance(self.size, tuple) else [self.size]
-        x = TF.resize(x, size, interpolation=_RESAMPLE[self.resample], antialias=True)
+        size = self.resized_size(x.shape[-2], x.shape[-1])
+        if self.resample == 0:  # nearest: an index lookup, the same on every device
+            x = TF.resize(x, list(size), interpolation=InterpolationMode.NEAREST)
+        else:
+            x = resize_u8(x, size, _RESAMPLE[self.resample].value)
         if self.crop is not None:
             x = TF.center_crop(x, list(self.crop))
         x = x.float() * self.rescale

@@ -3,8 +3,10 @@
 Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
   (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
-  audio once at the audio extractors' rate and path, frames once at the visual extractors' common fps and
+  audio once at the audio extractors' rate and path (benchmark-mode audio for GPU models at its native rate,
+  resampled on the GPU), frames once at the visual extractors' common fps and
   frame rule (or at the native rate, resampled by PTS per extractor when rates or rules differ).
+  With ``decode_device="cuda"`` the frames are decoded by the GPU instead (:mod:`pipeline.decode.on_device`).
   Frames are cut into windows as they stream in and preprocessed by the same thread on the model's device
   (``prepare``), so preprocessing overlaps inference instead of queueing behind it on the calling thread
   (measured in benchmarks/extract.py). Prepared inputs and each video's final status go through a queue
@@ -32,16 +34,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from extractors.audio_resample import resample_clip
 from extractors.base import Extractor, Window
 from extractors.windowing import PtsResampler
 from pipeline.cores import usable_cores
 from pipeline.decode import open_guarded, open_inprocess
+from pipeline.decode.on_device import DECODE_DEVICES, check_device_decoding, open_on_device
 from pipeline.decode.types import DecodeReport, FrameChunk, Outcome
 
 log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 32
-AUDIO_ONLY_FRAMES_S = 1e-3
 OPENERS = {"process": open_guarded, "none": open_inprocess}  # decode isolation -> how a video is opened
 MAX_GPU_PREFETCH = 8
 QUEUE_BYTES = 512 * 2**20  # decoded-but-not-embedded windows held at most (one oversized item always passes)
@@ -135,6 +138,7 @@ class _Plan:
     frame_rule: str  # the common frame rule (when ``fps`` is set)
     audio_rate: int
     audio_path: str
+    resample_on: torch.device | None = None  # the audio models' GPU, where benchmark-mode audio is resampled
 
     @classmethod
     def of(cls, extractors: Sequence[Extractor]) -> _Plan:
@@ -149,9 +153,20 @@ class _Plan:
             )
         sampling = {(float(extractors[i].spec.sample_rate), extractors[i].spec.frame_rule) for i in visual}
         fps, rule = sampling.pop() if len(sampling) == 1 else (None, "pts")
-        return cls(
-            visual, audio, fps, rule, rates.pop() if rates else 16000, paths.pop() if paths else "swresample"
-        )
+        path = paths.pop() if paths else "swresample"
+        # benchmark-mode audio for models on one GPU is resampled there (extractors/audio_resample.py)
+        devices = {extractors[i].device for i in audio}
+        gpus = [d for d in devices if d.type == "cuda"]
+        resample_on = gpus[0] if path == "int16-resampy" and len(devices) == 1 and gpus else None
+        return cls(visual, audio, fps, rule, rates.pop() if rates else 16000, path, resample_on)
+
+
+@dataclass(frozen=True)
+class _DecodeSettings:
+    timeout_s: float
+    isolation: str
+    decoder_threads: int
+    device: str = "cpu"  # where frames are decoded
 
 
 def extract_videos(
@@ -162,24 +177,34 @@ def extract_videos(
     decode_timeout_s: float = 600.0,
     prefetch_videos: int | None = None,
     decode_isolation: str = "process",
+    decode_device: str = "cpu",
 ) -> Iterator[ExtractedFeatures]:
     """Features of every job for every extractor, in completion order (see the module docstring).
 
     ``prefetch_videos`` (decode threads) defaults to :func:`default_prefetch`.
     ``decode_isolation``: ``process`` (a killable child with a time limit per video) or ``none`` (decode on
     the decode thread itself: no time limit, for trusted inputs; see :mod:`pipeline.decode.inprocess`).
+    ``decode_device``: ``cpu`` (default) or ``cuda``: frames decoded by the GPU (NVDEC) for visual extractors
+    on that GPU (:mod:`pipeline.decode.on_device`: needs torchcodec, and runs without isolation); audio is
+    decoded on the CPU either way.
     """
     if not extractors:
         raise ValueError("extract_videos needs at least one extractor")
     if decode_isolation not in OPENERS:
         raise ValueError(f"unknown decode_isolation {decode_isolation!r}; choose one of {', '.join(OPENERS)}")
+    _check_decode_device(decode_device, extractors)
     if prefetch_videos is None:
         prefetch_videos = default_prefetch(extractors)
     if batch_size < 1 or prefetch_videos < 1:
         raise ValueError(
             f"need batch_size >= 1 and prefetch_videos >= 1, got {batch_size}, {prefetch_videos}"
         )
-    decoder_threads = default_decoder_threads(extractors, prefetch_videos)
+    settings = _DecodeSettings(
+        decode_timeout_s,
+        decode_isolation,
+        default_decoder_threads(extractors, prefetch_videos),
+        decode_device,
+    )
     plan = _Plan.of(extractors)
     queue = ByteQueue(QUEUE_BYTES)
     job_list: list[VideoJob] = []
@@ -187,7 +212,7 @@ def extract_videos(
     threads = [
         threading.Thread(
             target=_decode_worker,
-            args=(source, extractors, plan, queue, decode_timeout_s, decode_isolation, decoder_threads),
+            args=(source, extractors, plan, queue, settings),
             name=f"avzsl-decode-{i}",
             daemon=True,
         )
@@ -229,9 +254,7 @@ def extract_one(
         extractors,
         _Plan.of(extractors),
         lambda ext, cut: windows[ext].extend(cut),
-        decode_timeout_s,
-        decode_isolation,
-        decoder_threads=1,
+        _DecodeSettings(decode_timeout_s, decode_isolation, decoder_threads=1),
     )
     return [
         _embed_video(job, extractor, windows[ext], statuses[ext], batch_size)
@@ -265,6 +288,20 @@ def _embed_video(
         np.asarray([w.start_s for w in windows], dtype=np.float64),
         np.asarray([w.end_s for w in windows], dtype=np.float64),
     )
+
+
+def _check_decode_device(device: str, extractors: Sequence[Extractor]) -> None:
+    if device not in DECODE_DEVICES:
+        raise ValueError(f"unknown decode_device {device!r}; choose one of {', '.join(DECODE_DEVICES)}")
+    if device == "cpu":
+        return
+    elsewhere = [e.spec.name for e in extractors if e.spec.modality == "visual" and e.device.type != device]
+    if elsewhere:
+        raise ValueError(
+            f"decode_device {device!r} decodes frames for models on that device, but {', '.join(elsewhere)} "
+            f"runs elsewhere; use --device {device}, or decode on the cpu"
+        )
+    check_device_decoding(device)
 
 
 def default_prefetch(extractors: Sequence[Extractor]) -> int:
@@ -319,17 +356,13 @@ def _decode_worker(
     extractors,
     plan: _Plan,
     queue: ByteQueue,
-    timeout_s: float,
-    isolation: str,
-    decoder_threads: int,
+    settings: _DecodeSettings,
 ) -> None:
     try:
         while (item := source.next()) is not None:
             index, job = item
             try:
-                statuses = _decode_one(
-                    index, job, extractors, plan, queue, timeout_s, isolation, decoder_threads
-                )
+                statuses = _decode_one(index, job, extractors, plan, queue, settings)
             except _Stop:
                 raise
             except Exception as err:  # a bug met on one file must not stop the others; it is logged loudly
@@ -350,9 +383,7 @@ def _decode_one(
     extractors,
     plan: _Plan,
     queue: ByteQueue,
-    timeout_s: float,
-    isolation: str,
-    decoder_threads: int,
+    settings: _DecodeSettings,
 ):
     """Decode one video once, stream its prepared windows into ``queue``; return the status per extractor."""
     failed: dict[int, tuple[Outcome, str | None]] = {}  # extractor index -> preprocessing failure
@@ -368,9 +399,7 @@ def _decode_one(
         item = _Prepared(index, ext, inputs, [w.start_s for w in windows], [w.end_s for w in windows])
         queue.put(item, inputs.numel() * inputs.element_size())
 
-    statuses = _decode_video(
-        job.path, extractors, plan, prepare_and_queue, timeout_s, isolation, decoder_threads
-    )
+    statuses = _decode_video(job.path, extractors, plan, prepare_and_queue, settings)
     return statuses | failed
 
 
@@ -379,9 +408,7 @@ def _decode_video(
     extractors: Sequence[Extractor],
     plan: _Plan,
     send: Callable[[int, list[Window]], None],
-    timeout_s: float,
-    isolation: str,
-    decoder_threads: int,
+    settings: _DecodeSettings,
 ) -> dict[int, tuple[Outcome, str | None]]:
     """Decode one video once and hand each extractor's windows to ``send(ext, windows)`` as they are cut:
     audio first, then frames as they stream in. Returns each extractor's typed outcome."""
@@ -393,9 +420,23 @@ def _decode_video(
             send(ext, windows)
 
     statuses: dict[int, tuple[Outcome, str | None]] = {}
-    with _open_video(path, plan, timeout_s, isolation, decoder_threads) as decode:
+    on_device = settings.device != "cpu" and bool(plan.visual)
+    with contextlib.ExitStack() as stack:
+        # frames decoded on the GPU leave the CPU decode (guarded child or in-process) the audio alone
+        decode = (
+            stack.enter_context(_open_video(path, plan, settings, on_device))
+            if plan.audio or not on_device
+            else None
+        )
+        video = (
+            stack.enter_context(open_on_device(path, device=settings.device, **_sampling(plan)))
+            if on_device
+            else decode
+        )
         if plan.audio:
             clip = decode.audio()
+            if clip is not None and plan.resample_on is not None:
+                clip = resample_clip(clip, plan.audio_rate, plan.resample_on)
             for ext in plan.audio:
                 if clip is None:
                     statuses[ext] = (decode.audio_report.outcome, decode.audio_report.error)
@@ -405,30 +446,31 @@ def _decode_video(
                     decode.audio_report, made[ext], extractors[ext], clip.duration_s
                 )
         if plan.visual:
-            for ext, windows in _frame_windows(decode.frames(), plan, extractors):
+            for ext, windows in _frame_windows(video.frames(), plan, extractors):
                 cut(ext, windows)
             for ext in plan.visual:
-                statuses[ext] = _final_status(decode.report, made[ext], extractors[ext], None)
+                statuses[ext] = _final_status(video.report, made[ext], extractors[ext], None)
     return statuses
 
 
-def _open_video(path: str, plan: _Plan, timeout_s: float, isolation: str, decoder_threads: int):
-    """The decode ``plan`` asks for, isolated as asked. Audio-only passes still go through the guarded child
-    (time limit, crash isolation) but ask for the frames of the first millisecond only, so no video is
-    decoded that nothing will use."""
-    return OPENERS[isolation](
+def _open_video(path: str, plan: _Plan, settings: _DecodeSettings, frames_on_device: bool):
+    """The CPU decode ``plan`` asks for, isolated as asked. Audio-only passes still go through the guarded
+    child (time limit, crash isolation), which then never opens the video stream."""
+    return OPENERS[settings.isolation](
         path,
-        fps=plan.fps,
-        chunk_frames=CHUNK_FRAMES,
+        **_sampling(plan),
         want_audio=bool(plan.audio),
-        audio_rate=plan.audio_rate,
+        want_frames=bool(plan.visual) and not frames_on_device,
+        audio_rate=None if plan.resample_on else plan.audio_rate,
         audio_path=plan.audio_path,
-        frame_rule=plan.frame_rule,
-        timeout_s=timeout_s,
-        decoder_threads=decoder_threads,
+        timeout_s=settings.timeout_s,
+        decoder_threads=settings.decoder_threads,
         prefetch_chunks=2,
-        end_s=None if plan.visual else AUDIO_ONLY_FRAMES_S,
     )
+
+
+def _sampling(plan: _Plan) -> dict:
+    return {"fps": plan.fps, "chunk_frames": CHUNK_FRAMES, "frame_rule": plan.frame_rule}
 
 
 def _frame_windows(
@@ -520,28 +562,25 @@ class _Batcher:
         self.pending[item.ext].append((item.job, item.inputs))
 
     def _run(self, ext: int, full_only: bool) -> None:
-        """Run the model on pending inputs of ``ext`` in slices of batch_size (keeping a partial remainder)."""
-        entries = self.pending[ext]
-        if not entries:
-            return
-        owners = torch.cat([torch.full((len(x),), job, dtype=torch.long) for job, x in entries])
-        inputs = torch.cat([x for _, x in entries])
-        stop = (len(inputs) // self.batch_size) * self.batch_size if full_only else len(inputs)
-        extractor = self.extractors[ext]
-        for begin in range(0, stop, self.batch_size):
-            out = extractor.run_model(inputs[begin : begin + self.batch_size]).cpu().numpy()
-            for job in owners[begin : begin + self.batch_size].unique().tolist():
-                rows = out[(owners[begin : begin + self.batch_size] == job).numpy()]
-                state = self.videos[job]
-                state.rows.setdefault(ext, []).append(rows)
-                state.pending[ext] -= len(rows)
-        rest = inputs[stop:]
-        self.pending[ext] = [] if len(rest) == 0 else self._split_rest(owners[stop:], rest)
+        """Run the model on pending inputs of ``ext`` in batches of batch_size (keeping a partial remainder).
 
-    @staticmethod
-    def _split_rest(owners: torch.Tensor, rest: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        jobs, counts = torch.unique_consecutive(owners, return_counts=True)
-        return list(zip(jobs.tolist(), torch.split(rest, counts.tolist()), strict=True))
+        Only the inputs of a batch are concatenated, and an input that fills a batch alone goes in as it is:
+        the remainder stays as it arrived instead of being copied again with every batch.
+        """
+        entries = self.pending[ext]
+        left = sum(len(x) for _, x in entries)
+        extractor = self.extractors[ext]
+        while entries and (left >= self.batch_size or not full_only):
+            batch = _take_rows(entries, min(self.batch_size, left))
+            left -= sum(len(x) for _, x in batch)
+            inputs = batch[0][1] if len(batch) == 1 else torch.cat([x for _, x in batch])
+            out = extractor.run_model(inputs).cpu().numpy()
+            at = 0
+            for job, x in batch:
+                state = self.videos[job]
+                state.rows.setdefault(ext, []).append(out[at : at + len(x)])
+                state.pending[ext] -= len(x)
+                at += len(x)
 
     def _emit_ready(self, jobs: list[VideoJob]):
         for job in [j for j, s in self.videos.items() if s.done is not None and not any(s.pending.values())]:
@@ -567,3 +606,17 @@ class _Batcher:
             np.asarray(state.starts[ext], dtype=np.float64),
             np.asarray(state.ends[ext], dtype=np.float64),
         )
+
+
+def _take_rows(entries: list[tuple[int, torch.Tensor]], rows: int) -> list[tuple[int, torch.Tensor]]:
+    """Remove the first ``rows`` rows from ``entries`` (job, inputs) in order, splitting an entry if needed."""
+    taken = []
+    while rows:
+        job, x = entries[0]
+        if len(x) <= rows:
+            taken.append(entries.pop(0))
+        else:
+            taken.append((job, x[:rows]))
+            entries[0] = (job, x[rows:])
+        rows -= len(taken[-1][1])
+    return taken

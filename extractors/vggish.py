@@ -231,7 +231,7 @@ class VGGishExtractor(Extractor):
     @torch.inference_mode()
     def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
         """(B, 15600) samples -> (B, 1, 96, 64) log-mel on the device (float32, never autocast)."""
-        wave = self.to_device(torch.stack([w.data for w in windows]).float())
+        wave = self.batch_to_device([w.data for w in windows]).float()
         return self.frontend(wave).unsqueeze(1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

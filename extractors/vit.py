@@ -90,7 +90,7 @@ class ViTExtractor(Extractor):
 
     @torch.inference_mode()
     def prepare(self, windows: Sequence[Window]) -> torch.Tensor:
-        frames = self.to_device(torch.cat([w.data for w in windows]))  # (B, H, W, 3) uint8
+        frames = self.batch_to_device([w.data for w in windows], stack=False)  # (B, H, W, 3) uint8
         return self.preprocess(frames)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

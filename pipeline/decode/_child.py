@@ -28,13 +28,14 @@ class DecodeRequest:
     fps: float | None
     chunk_frames: int
     want_audio: bool
-    audio_rate: int
+    audio_rate: int | None  # None: int16-resampy audio at its native rate, before resampling
     backend: str
     decoder_threads: int
     start_s: float
     end_s: float | None
     frame_rule: str = "pts"
     audio_path: str = "swresample"
+    want_frames: bool = True  # False: audio only, the video stream is never opened
 
 
 def serve(conn: Connection, transport: str) -> None:
@@ -55,27 +56,14 @@ def serve(conn: Connection, transport: str) -> None:
 
 
 def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bool:
-    """Audio first (if wanted), then frame chunks, then the final report; False if this child should stop."""
+    """Audio first (if wanted), then frame chunks (if wanted), then the final report; False if this child
+    should stop."""
     try:
         if request.want_audio:
             _send_audio(conn, request)
         report = DecodeReport(request.path)
-        try:
-            for chunk in iter_frames(
-                request.path,
-                fps=request.fps,
-                chunk_frames=request.chunk_frames,
-                backend=request.backend,
-                decoder_threads=request.decoder_threads,
-                start_s=request.start_s,
-                end_s=request.end_s,
-                frame_rule=request.frame_rule,
-                report=report,
-                _allow_test_backend=True,
-            ):
-                sender.send(chunk)
-        except MediaError as err:
-            report.outcome, report.error = err.outcome, err.reason
+        if request.want_frames:
+            _send_frames(sender, request, report)
         conn.send(("end", report))
         return True
     except (BrokenPipeError, ConnectionResetError):
@@ -84,6 +72,25 @@ def _decode(conn: Connection, sender: ChunkSender, request: DecodeRequest) -> bo
         detail = "".join(traceback.format_exception_only(err)).strip()
         conn.send(("failed", f"decoder raised {detail}"))
         return False  # its state may be off after that: the parent retires this child
+
+
+def _send_frames(sender: ChunkSender, request: DecodeRequest, report: DecodeReport) -> None:
+    try:
+        for chunk in iter_frames(
+            request.path,
+            fps=request.fps,
+            chunk_frames=request.chunk_frames,
+            backend=request.backend,
+            decoder_threads=request.decoder_threads,
+            start_s=request.start_s,
+            end_s=request.end_s,
+            frame_rule=request.frame_rule,
+            report=report,
+            _allow_test_backend=True,
+        ):
+            sender.send(chunk)
+    except MediaError as err:
+        report.outcome, report.error = err.outcome, err.reason
 
 
 def _send_audio(conn: Connection, request: DecodeRequest) -> None:
@@ -100,6 +107,7 @@ def _send_audio(conn: Connection, request: DecodeRequest) -> None:
             "audio",
             {
                 "n": int(clip.samples.size),
+                "dtype": clip.samples.dtype.str,
                 "rate": clip.sample_rate,
                 "start_s": clip.start_s,
                 "outcome": report.outcome,
@@ -107,4 +115,4 @@ def _send_audio(conn: Connection, request: DecodeRequest) -> None:
             },
         )
     )
-    conn.send_bytes(memoryview(np.ascontiguousarray(clip.samples, dtype=np.float32)).cast("B"))
+    conn.send_bytes(memoryview(np.ascontiguousarray(clip.samples)).cast("B"))

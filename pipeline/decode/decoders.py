@@ -8,13 +8,15 @@ mid-video is killed and never reused: a hang or a corrupt decoder state cannot l
 Start method: ``forkserver`` with the decoding modules preloaded, measured in benchmarks/decode.py to start
 a child several times faster than ``spawn`` (which re-imports numpy and av in every child) while staying
 safe with torch/decord threads in the parent (``fork`` would copy them mid-flight). The child never
-re-imports the parent's ``__main__`` (see :func:`_main_module_hidden`).
+re-imports the parent's ``__main__`` (see :func:`_main_module_hidden`), and its numerical libraries run one
+thread each (see :func:`_single_threaded_libraries`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import sys
 import threading
 import types
@@ -30,6 +32,8 @@ PRELOAD_MODULES = ["pipeline.decode._child", "pipeline.decode.backends.pyav_back
 # A child is retired after this many videos, so a slow leak in a native decoder stays bounded.
 MAX_VIDEOS_PER_CHILD = 500
 MAX_IDLE = 16  # idle children kept per (start method, transport); more are closed
+# Read by OpenBLAS / OpenMP / MKL when they load, i.e. when the child (or the forkserver) imports numpy.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _START_LOCK = threading.Lock()
 
 
@@ -43,7 +47,8 @@ class DecoderProcess:
         self.process = ctx.Process(
             target=serve, args=(child_end, transport), name="avzsl-decode", daemon=True
         )
-        with _main_module_hidden():
+        # decode threads start children concurrently: the swaps below are made and undone one at a time
+        with _START_LOCK, _main_module_hidden(), _single_threaded_libraries():
             self.process.start()
         child_end.close()  # the child holds the only other end: its death must show up here as EOF
         self.conn = conn
@@ -129,11 +134,33 @@ def _main_module_hidden() -> Iterator[None]:
     benchmark or a Dask worker that main module imports torch, which costs seconds per child. The target
     lives in :mod:`pipeline.decode._child`, so the child never needs ``__main__``.
     """
-    with _START_LOCK:  # decode threads start children concurrently: swap and restore one at a time
-        main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            if main is not None:
-                sys.modules["__main__"] = main
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+@contextlib.contextmanager
+def _single_threaded_libraries() -> Iterator[None]:
+    """Start the child (and the forkserver it comes from) with one BLAS/OpenMP thread.
+
+    A child decodes one video on one core, and the parent already runs one decode per core; benchmark mode's
+    resampling is a matrix product (:mod:`pipeline.decode.resample`), which OpenBLAS would otherwise spread
+    over every core of the machine from every child at once (on 2 cores: 20 instead of 11.5 CPU-ms for 10 s
+    of 44.1 kHz audio). The variables are set in ``os.environ`` only while the process starts (the caller
+    holds ``_START_LOCK``); a value the user set is kept.
+    """
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for name, value in saved.items():
+        os.environ[name] = value or "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

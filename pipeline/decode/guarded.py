@@ -53,7 +53,7 @@ def open_guarded(
     fps: float | None = None,
     chunk_frames: int = 32,
     want_audio: bool = False,
-    audio_rate: int = 16000,
+    audio_rate: int | None = 16000,
     backend: str = DEFAULT_BACKEND,
     decoder_threads: int = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -62,6 +62,7 @@ def open_guarded(
     end_s: float | None = None,
     frame_rule: str = "pts",
     audio_path: str = "swresample",
+    want_frames: bool = True,
     start_method: str = START_METHOD,
     transport: str = DEFAULT_TRANSPORT,
     reuse: bool = True,
@@ -70,11 +71,15 @@ def open_guarded(
 
     ``timeout_s`` bounds how long the parent waits for the child's next message (chunk, audio or end);
     time the parent spends on its own work does not count, so a slow model never looks like a hung
-    decode. ``reuse=False`` starts a fresh child and stops it afterwards (benchmarks time the start).
+    decode. ``want_frames=False`` decodes the audio only: the child never opens the video stream, and the
+    decode is over once ``audio()`` has returned. ``reuse=False`` starts a fresh child and stops it
+    afterwards (benchmarks time the start).
     Arguments as in :func:`pipeline.decode.iter_frames` / :func:`pipeline.decode.read_audio`.
     """
     check_args(fps, chunk_frames, start_s, end_s, frame_rule)
-    check_audio_path(audio_path)
+    check_audio_path(audio_path, audio_rate)
+    if not (want_frames or want_audio):
+        raise ValueError("nothing to decode: want_frames and want_audio are both False")
     if backend not in BACKENDS + TEST_BACKENDS:
         raise ValueError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if timeout_s <= 0 or prefetch_chunks < 1:
@@ -93,6 +98,7 @@ def open_guarded(
         end_s,
         frame_rule,
         audio_path,
+        want_frames,
     )
     if mp.current_process().daemon:
         raise RuntimeError(
@@ -155,6 +161,8 @@ class GuardedDecode:
 
     def frames(self) -> Iterator[FrameChunk]:
         """Frame chunks as the child decodes them; ends on completion, error, crash or timeout."""
+        if not self.request.want_frames:
+            raise ValueError("frames were not requested: open_guarded(..., want_frames=True)")
         while not self._finished:
             kind, payload = self._next_message()
             if kind != "frames":
@@ -164,10 +172,14 @@ class GuardedDecode:
                 yield chunk
 
     def audio(self) -> AudioClip | None:
-        """The mono clip (sent before any frame), or None with the reason in ``audio_report``."""
+        """The mono clip (sent before any frame), or None with the reason in ``audio_report``.
+
+        Without frames the child's end message follows the audio at once: it is awaited here, so the child
+        goes back to the pool instead of being killed as one stopped mid-video.
+        """
         if not self.request.want_audio:
             raise ValueError("audio was not requested: open_guarded(..., want_audio=True)")
-        while not self._audio_done and not self._finished:
+        while not self._finished and not (self._audio_done and self.request.want_frames):
             kind, payload = self._next_message()
             if kind == "frames":
                 raise RuntimeError("protocol error: frames arrived before audio")
@@ -288,7 +300,7 @@ class GuardedDecode:
 
 def _receive_other(conn: Connection, kind: str, meta: Any) -> tuple[str, Any]:
     if kind == "audio":
-        samples = np.empty(meta["n"], dtype=np.float32)
+        samples = np.empty(meta["n"], dtype=np.dtype(meta["dtype"]))
         recv_into(conn, samples)
         clip = AudioClip(samples=samples, sample_rate=meta["rate"], start_s=meta["start_s"])
         return "audio", (clip, meta["outcome"], meta["error"])

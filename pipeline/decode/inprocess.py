@@ -22,30 +22,34 @@ def open_inprocess(
     fps: float | None = None,
     chunk_frames: int = 32,
     want_audio: bool = False,
-    audio_rate: int = 16000,
+    audio_rate: int | None = 16000,
     backend: str = DEFAULT_BACKEND,
     decoder_threads: int = 0,
     start_s: float = 0.0,
     end_s: float | None = None,
     frame_rule: str = "pts",
     audio_path: str = "swresample",
+    want_frames: bool = True,
     **_guard_options: object,
 ) -> InProcessDecode:
     """Arguments as :func:`pipeline.decode.open_guarded`; its guard options (time limit, transport) do not
     apply."""
     check_args(fps, chunk_frames, start_s, end_s, frame_rule)
-    check_audio_path(audio_path)
+    check_audio_path(audio_path, audio_rate)
+    if not (want_frames or want_audio):
+        raise ValueError("nothing to decode: want_frames and want_audio are both False")
+    frame_args = {
+        "fps": fps,
+        "chunk_frames": chunk_frames,
+        "backend": backend,
+        "decoder_threads": decoder_threads,
+        "start_s": start_s,
+        "end_s": end_s,
+        "frame_rule": frame_rule,
+    }
     return InProcessDecode(
         path,
-        {
-            "fps": fps,
-            "chunk_frames": chunk_frames,
-            "backend": backend,
-            "decoder_threads": decoder_threads,
-            "start_s": start_s,
-            "end_s": end_s,
-            "frame_rule": frame_rule,
-        },
+        frame_args if want_frames else None,
         {"sample_rate": audio_rate, "audio_path": audio_path} if want_audio else None,
     )
 
@@ -54,8 +58,8 @@ class InProcessDecode:
     """``frames()``, ``audio()``, ``report`` and ``audio_report`` as in
     :class:`pipeline.decode.GuardedDecode`."""
 
-    def __init__(self, path: str | Path, frame_args: dict, audio_args: dict | None):
-        """``frame_args`` for :func:`iter_frames`; ``audio_args`` for :func:`read_audio`, None: no audio."""
+    def __init__(self, path: str | Path, frame_args: dict | None, audio_args: dict | None):
+        """``frame_args`` for :func:`iter_frames`, ``audio_args`` for :func:`read_audio`; None: not wanted."""
         self.path = str(path)
         self._frame_args = frame_args
         self._audio_args = audio_args
@@ -85,6 +89,8 @@ class InProcessDecode:
 
     def frames(self) -> Iterator[FrameChunk]:
         """Frame chunks as they are decoded; a failure ends the stream and is recorded in ``report``."""
+        if self._frame_args is None:
+            raise ValueError("frames were not requested: open_inprocess(..., want_frames=True)")
         try:
             yield from iter_frames(self.path, report=self.report, **self._frame_args)
         except MediaError as err:

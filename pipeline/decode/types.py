@@ -106,7 +106,8 @@ class FrameChunk:
 
 @dataclass
 class AudioClip:
-    """Mono float32 samples at ``sample_rate``, full scale 1 but not clipped (loud peaks may exceed it);
+    """Mono float32 samples at ``sample_rate`` (float64 for native-rate audio that is resampled later), full
+    scale 1 but not clipped (loud peaks may exceed it);
     ``start_s`` is the pts of the first sample."""
 
     samples: np.ndarray

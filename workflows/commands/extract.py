@@ -10,7 +10,7 @@ from pipeline.cluster import ClusterError, SlurmOptions, slurm_job_script
 from pipeline.manifest import ManifestError
 from pipeline.store import StoreBusy, StoreError
 from workflows.cli import UsageError, positive_int
-from workflows.extract import DecodeIsolation, ExtractConfig, format_summary, run_extract
+from workflows.extract import DecodeDevice, DecodeIsolation, ExtractConfig, format_summary, run_extract
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="process",
         help="process: each decode in a killable child with the time limit (default); none: in the worker "
         "itself, no time limit, for trusted inputs",
+    )
+    parser.add_argument(
+        "--decode-device",
+        choices=get_args(DecodeDevice),
+        default="cpu",
+        help="cpu: frames decoded by PyAV on the CPU (default); cuda: by the GPU's NVDEC, straight into GPU "
+        "memory, for visual extractors on --device cuda (needs torchcodec; no decode time limit)",
     )
     parser.add_argument(
         "--retry-failed", action="store_true", help="also redo videos recorded as failed or partial"

@@ -4,10 +4,11 @@ Public API: :class:`ExtractConfig` / :class:`ExtractOptions`, :func:`run_extract
 """
 
 from workflows.extract.client import STORES_FILE, ExtractSummary, format_summary, run_extract
-from workflows.extract.config import DecodeIsolation, ExtractConfig, ExtractOptions
+from workflows.extract.config import DecodeDevice, DecodeIsolation, ExtractConfig, ExtractOptions
 
 __all__ = [
     "STORES_FILE",
+    "DecodeDevice",
     "DecodeIsolation",
     "ExtractConfig",
     "ExtractOptions",

@@ -19,6 +19,7 @@ from pipeline.config import ConfigError, ConfigModel
 from pipeline.manifest import MEDIA_EXTENSIONS, ManifestError, VideoManifest, scan_folder
 
 DecodeIsolation = Literal["process", "none"]  # see extractors.runner.OPENERS
+DecodeDevice = Literal["cpu", "cuda"]  # see pipeline.decode.on_device
 
 
 class ExtractOptions(ConfigModel):
@@ -33,6 +34,7 @@ class ExtractOptions(ConfigModel):
     batch_size: int = Field(32, ge=1)
     decode_timeout_s: float = Field(600.0, gt=0)
     decode_isolation: DecodeIsolation = "process"  # none: no time limit, for trusted inputs
+    decode_device: DecodeDevice = "cpu"  # cuda: frames decoded by the GPU (NVDEC; needs torchcodec)
     prefetch_videos: int | None = Field(None, ge=1)  # decode threads per worker; None: the runner's default
     retry_failed: bool = False
     strict: bool = False  # exit non-zero when any video failed (by default only unfinished videos do)

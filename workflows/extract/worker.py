@@ -119,6 +119,7 @@ def run_shard(
             decode_timeout_s=cfg.decode_timeout_s,
             prefetch_videos=cfg.prefetch_videos,
             decode_isolation=cfg.decode_isolation,
+            decode_device=cfg.decode_device,
         ):
             name = item.extractor if isinstance(item.extractor, str) else item.extractor.spec.name
             name = by_spec.get(name, name)

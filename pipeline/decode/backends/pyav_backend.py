@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from pipeline.cores import usable_cores
+from pipeline.decode.demux import read_only
 from pipeline.decode.rgb import thread_converter
 from pipeline.decode.rgb_handover import ConversionBatch, RGBHandover
 from pipeline.decode.scan import VideoScan, scan_video
@@ -115,6 +116,7 @@ class PyAVReader:
         self.container = container
         self.path = path
         self.stream = container.streams.video[0]
+        read_only(container, self.stream)
         pixels = self.stream.codec_context.width * self.stream.codec_context.height
         if convert_workers is None:
             convert_workers = default_convert_workers(thread_count, pixels)
