@@ -33,7 +33,14 @@ class AVCAConfig(ConfigModel):
     margin: float = 1.0
     pos_emb_trainable: bool = Field(False, description="AVCA leaves pos_emb1D at its random init (compat)")
     extra_embedding_pass: bool = Field(
-        False, description="AVCA runs get_embeddings in train mode after each step (extra BN updates)"
+        False,
+        description="AVCA runs get_embeddings in train mode after each step: encoders, W_proj, A_proj and "
+        "V_proj see the positives again (BN running statistics only; docs/avca.md)",
+    )
+    rec_projection_pass: bool = Field(
+        False,
+        description="AVCA's forward also runs A_proj/V_proj on the reconstructions, outputs unused "
+        "(BN running statistics only; docs/avca.md)",
     )
 
 
