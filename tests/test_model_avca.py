@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import TrainConfig
+from model.config import RunConfig, TrainConfig
 from model.data.synthetic import make_synthetic
 from model.trainer import Batch, StageTrainer
 from tests.avca_reference import ReferenceAVCA, copy_into_reference, reference_name
@@ -45,12 +45,12 @@ def tiny_data():
     )
 
 
-def avca_config(passes: bool, momentum: float, fast_paths: bool) -> TrainConfig:
-    """A small AVCA with or without the BatchNorm-only passes (pos_emb1D frozen, as in the reference)."""
-    avca = {**SMALL, "bn_momentum": momentum, "pos_emb_trainable": False}
-    avca.update(dict.fromkeys(BN_ONLY_PASSES, passes))
+def avca_config(preset: str, momentum: float, fast_paths: bool) -> TrainConfig:
+    """The preset's training switches on a small AVCA (pos_emb1D frozen, as the reference leaves it)."""
+    train = RunConfig().with_preset(preset).train
+    avca = {**train.avca.to_dict(), **SMALL, "bn_momentum": momentum, "pos_emb_trainable": False}
     return TrainConfig.from_dict(
-        {"model": "avca", "avca": avca, "batch_size": BATCH, "device": "cpu", "fast_paths": fast_paths}
+        {**train.to_dict(), "avca": avca, "batch_size": BATCH, "device": "cpu", "fast_paths": fast_paths}
     )
 
 
@@ -60,11 +60,13 @@ def as_double(batch: Batch) -> Batch:
 
 @pytest.mark.parametrize("fast_paths", [False, True])
 @pytest.mark.parametrize("momentum", [0.1, 0.99])  # 0.99: running statistics ~ the last batch seen
-@pytest.mark.parametrize("passes", [True, False], ids=["bn_only_passes", "loss_forward_only"])
-def test_training_steps_match_the_reference_step(tiny_data, passes, momentum, fast_paths):
-    """With the BatchNorm-only passes: the reference's step as it is, including the BatchNorm calls whose
-    outputs no loss uses. Without: the same step with only the loss forward moving BatchNorm statistics."""
-    cfg = avca_config(passes, momentum, fast_paths)
+@pytest.mark.parametrize("preset", ["published", "corrected"])
+def test_training_steps_match_the_reference_step(tiny_data, preset, momentum, fast_paths):
+    """``published``: the reference's step as it is, including the BatchNorm calls whose outputs no loss
+    uses. ``corrected``: the same step with only the loss forward moving BatchNorm statistics."""
+    cfg = avca_config(preset, momentum, fast_paths)
+    passes = preset == "published"
+    assert all(getattr(cfg.avca, switch) == passes for switch in BN_ONLY_PASSES)
     trainer = StageTrainer(cfg, tiny_data, "train", 1)
     ours = trainer.model.double()
     reference = ReferenceAVCA(
@@ -113,7 +115,7 @@ def test_each_batchnorm_only_pass_changes_the_evaluation_statistics(tiny_data, s
     above)."""
     embeddings = []
     for on in (True, False):
-        cfg = avca_config(True, 0.99, fast_paths=True)
+        cfg = avca_config("published", 0.99, fast_paths=True)
         cfg = cfg.with_overrides([f"avca.{switch}={str(on).lower()}"])
         trainer = StageTrainer(cfg, tiny_data, "train", 1)
         pairs = trainer.sampler.epoch(STEPS, BATCH, torch.Generator().manual_seed(1))
