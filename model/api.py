@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from model.config import DataConfig, RunConfig, TrainConfig
+from model.config import DataConfig, RunConfig, TrainConfig, preset_of
 from model.data.gzsl import GZSLData
 from model.data.published import load_published
 from model.data.stores import InMemoryStore, load_from_stores, open_store
@@ -40,6 +40,7 @@ __all__ = [
     "load_from_stores",
     "load_gzsl_data",
     "load_published",
+    "load_run_config",
     "make_synthetic",
     "resolve_config",
     "train_and_evaluate",
@@ -112,6 +113,19 @@ def resolve_config(name_or_path: str) -> Path:
     )
 
 
+def load_run_config(
+    name_or_path: str, preset: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A run config file or bundled benchmark config with ``overrides`` (``key=value``), and reproduction
+    preset ``preset`` if given (``published``: as the reference code runs; ``corrected``: its defects
+    fixed; docs/avca.md). The preset follows an overridden ``train.model``; an override wins over it."""
+    cfg = RunConfig.from_yaml(resolve_config(name_or_path), overrides)
+    if not preset:
+        return cfg
+    cfg = cfg.with_preset(preset)
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
 def evaluate_run(run_dir: str | Path, data: GZSLData | None = None) -> dict[str, Any]:
     """Re-evaluate a finished run's stage-2 model at its stored test beta, on its own or other data."""
     run = Path(run_dir)
@@ -129,6 +143,7 @@ def evaluate_run(run_dir: str | Path, data: GZSLData | None = None) -> dict[str,
     beta = metrics["beta"]["beta_test"]
     return {
         "model": cfg.model,
+        "preset": preset_of(cfg, data.indexing),
         "data": data.summary(),
         "beta": {"beta_test": beta},
         **test_metrics(evaluate_model(trainer, data, beta), data),
@@ -142,13 +157,14 @@ def format_table(metrics: dict[str, Any]) -> str:
     key = "test" if "test" in metrics else None
     row = metrics[key] if key else metrics["stage1"]["val"]
     where = "test" if key else "val (stage 1 only)"
+    preset = metrics.get("preset", "custom")
     lines = [
-        f"{'model':<8} {'split':<20} {'S':>7} {'U':>7} {'HM':>7} {'ZSL':>7}  beta",
-        f"{metrics['model']:<8} {where:<20} {row['S']:7.2f} {row['U']:7.2f} {row['HM']:7.2f} {row['ZSL']:7.2f}"
-        f"  {metrics['beta'].get('beta_test', row['beta']):.3g}",
+        f"{'model':<8} {'preset':<10} {'split':<20} {'S':>7} {'U':>7} {'HM':>7} {'ZSL':>7}  beta",
+        f"{metrics['model']:<8} {preset:<10} {where:<20} {row['S']:7.2f} {row['U']:7.2f} {row['HM']:7.2f}"
+        f" {row['ZSL']:7.2f}  {metrics['beta'].get('beta_test', row['beta']):.3g}",
     ]
     if "chance" in metrics:
         c = metrics["chance"]
-        lines.append(f"{'chance':<8} {'':<20} {c['S']:7.2f} {c['U']:7.2f} {'':>7} {c['ZSL']:7.2f}")
+        lines.append(f"{'chance':<8} {'':<10} {'':<20} {c['S']:7.2f} {c['U']:7.2f} {'':>7} {c['ZSL']:7.2f}")
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)

@@ -1,9 +1,12 @@
-"""AVCA (Mercea et al., CVPR 2022) exactly as published: the reference baseline (REFERENCE §3.5).
+"""AVCA (Mercea et al., CVPR 2022), the reference baseline, as its public code trains it (docs/avca.md).
 
 Encoders in -> 512 -> 300; a one-layer pre-norm transformer over the two tokens [phi_a + p0, phi_v + p1]
 (3 heads x 100, MLP 64; p = pos_emb1D left at its random init unless ``pos_emb_trainable``); residual
 phi' = phi + out; projections 300 -> 512 -> 64; shared decoder 64 -> 300; reconstructors 64 -> 300.
 Temporal inputs are averaged over their valid steps first (AVCA is an averaged-feature model).
+With the ``published`` preset a training step computes the reference's loss and gradients and moves every
+BatchNorm running statistic the reference's step moves, in the same order (the BatchNorm-only passes are the
+switches ``rec_projection_pass`` and ``extra_embedding_pass``); tests/test_model_avca.py checks this.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 
 from model.config import AVCAConfig
-from model.layers import Branch, EmbeddingNet, FeedForward, Heads, masked_mean
+from model.layers import EmbeddingNet, FeedForward, Fused, Heads, masked_mean
 from model.registry import ModelSpec, register
 
 if TYPE_CHECKING:
@@ -74,18 +77,16 @@ class AVCA(nn.Module):
         )
         self.heads = Heads(cfg, emb_dim)
 
-    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
+    def fuse(self, a, v, a_mask=None, v_mask=None) -> Fused:
+        """Encoders, then the transformer over [phi_a + p0, phi_v + p1]: z_m = phi_m + its output m."""
         phi_a = self.A_enc(masked_mean(a, a_mask))
         phi_v = self.V_enc(masked_mean(v, v_mask))
         out = self.cross_attention(torch.stack([phi_a, phi_v], dim=1) + self.pos_emb1D)
-        z_a, z_v = phi_a + out[:, 0], phi_v + out[:, 1]
-        return self.heads(phi_a, phi_v, phi_a, phi_v, z_a, z_v, w)
+        return Fused(phi_a, phi_v, phi_a, phi_v, phi_a + out[:, 0], phi_v + out[:, 1])
 
     def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
-        phi_a = self.A_enc(masked_mean(a, a_mask))
-        phi_v = self.V_enc(masked_mean(v, v_mask))
-        out = self.cross_attention(torch.stack([phi_a, phi_v], dim=1) + self.pos_emb1D)
-        return self.heads.A_proj(phi_a + out[:, 0]), self.heads.V_proj(phi_v + out[:, 1])
+        fused = self.fuse(a, v, a_mask, v_mask)
+        return self.heads.A_proj(fused.z_a), self.heads.V_proj(fused.z_v)
 
     def embed_classes(self, w: torch.Tensor) -> torch.Tensor:
         return self.heads.W_proj(w)

@@ -8,11 +8,11 @@ TCaF's section holds the reference code's model switches; its per-dataset values
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import ConfigModel
+from pipeline.config import ConfigError, ConfigModel, set_dotted
 
 
 class AVCAConfig(ConfigModel):
@@ -33,7 +33,14 @@ class AVCAConfig(ConfigModel):
     margin: float = 1.0
     pos_emb_trainable: bool = Field(False, description="AVCA leaves pos_emb1D at its random init (compat)")
     extra_embedding_pass: bool = Field(
-        False, description="AVCA runs get_embeddings in train mode after each step (extra BN updates)"
+        False,
+        description="AVCA runs get_embeddings in train mode after each step: encoders, W_proj, A_proj and "
+        "V_proj see the positives again (BN running statistics only; docs/avca.md)",
+    )
+    rec_projection_pass: bool = Field(
+        False,
+        description="AVCA's forward also runs A_proj/V_proj on the reconstructions, outputs unused "
+        "(BN running statistics only; docs/avca.md)",
     )
 
 
@@ -254,8 +261,73 @@ class DataConfig(ConfigModel):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
+# Reproduction presets (docs/avca.md): one switch for each way the reference code's behaviour is a defect or
+# a quirk. ``published`` runs as the reference code does, so numbers compare with the papers; ``corrected``
+# is the same model and hyper-parameters with each of them fixed. A ``train.<section>.*`` switch applies to
+# the models that have that config section (AVCA's BatchNorm passes are not TCaF's); the others to every one.
+PresetName = Literal["published", "corrected"]
+PRESETS: dict[str, dict[str, Any]] = {
+    "published": {
+        "data.indexing": "published",
+        "train.stage2_lr_schedule": "val_hm",
+        "train.avca.extra_embedding_pass": True,
+        "train.avca.rec_projection_pass": True,
+        "train.avca.pos_emb_trainable": False,
+        "train.tcaf.extra_embedding_pass": True,
+        "train.tcaf.eval_positions": "step_index",
+    },
+    "corrected": {
+        "data.indexing": "corrected",
+        "train.stage2_lr_schedule": "replay",
+        "train.avca.extra_embedding_pass": False,
+        "train.avca.rec_projection_pass": False,
+        "train.avca.pos_emb_trainable": True,
+        "train.tcaf.extra_embedding_pass": False,
+        "train.tcaf.eval_positions": "seconds",
+    },
+}
+
+
+def preset_switches(name: str, model: str) -> dict[str, Any]:
+    """The switches of preset ``name`` that model ``model`` has (dotted keys of a run config)."""
+    from model.registry import get_spec
+
+    if name not in PRESETS:
+        raise ConfigError(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
+    sections = get_spec(model).config_sections
+    return {key: value for key, value in PRESETS[name].items() if _section(key) in (None, *sections)}
+
+
+def _section(key: str) -> str | None:
+    """The ``TrainConfig`` section a switch belongs to (``train.avca.x`` -> ``avca``), None for the others."""
+    parts = key.split(".")
+    return parts[1] if parts[0] == "train" and len(parts) > 2 else None
+
+
+def preset_of(train: TrainConfig, indexing: str) -> str:
+    """The preset whose every switch these settings match, else ``custom`` (labels runs and reports)."""
+    settings = {"data": {"indexing": indexing}, "train": train.to_dict()}
+    for name in PRESETS:
+        if all(_dotted(settings, k) == v for k, v in preset_switches(name, train.model).items()):
+            return name
+    return "custom"
+
+
+def _dotted(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 class RunConfig(ConfigModel):
     """What ``avzsl train`` reads: the data source and the training configuration."""
 
     data: DataConfig = DataConfig()
     train: TrainConfig = Field(default_factory=TrainConfig)  # built on use: validation reads the registry
+
+    def with_preset(self, name: str) -> RunConfig:
+        """This config with the switches of reproduction preset ``name`` (``PRESETS``) its model has set."""
+        data = self.to_dict()
+        for key, value in preset_switches(name, self.train.model).items():
+            set_dotted(data, key, value)
+        return RunConfig.from_dict(data, source=f"preset {name}")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from model.config import AVCAConfig, DAANConfig
-from model.layers import Branch, EmbeddingNet, FeedForward, Heads, encode_steps, masked_mean
+from model.layers import EmbeddingNet, FeedForward, Fused, Heads, encode_steps, masked_mean
 from model.registry import ModelSpec, register
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class DAAN(nn.Module):
         )
         self.heads = Heads(cfg, emb_dim)
 
-    def fuse(self, a, v, a_mask=None, v_mask=None):
+    def fuse(self, a, v, a_mask=None, v_mask=None) -> Fused:
         """Encoders, TCN and QDMA: the raw encoder outputs, their pooled vectors, and the pooled Z^a, Z^v."""
         enc_a = encode_steps(self.A_enc, a, a_mask)
         enc_v = encode_steps(self.V_enc, v, v_mask)
@@ -197,14 +197,11 @@ class DAAN(nn.Module):
         z_a = masked_mean(phi_a + x[:, :ta], a_valid)
         z_v = masked_mean(phi_v + x[:, ta:], v_valid)
         # raw encoder outputs are returned as they are: CSGM's gradient hooks must sit upstream of every use
-        return enc_a, enc_v, masked_mean(enc_a, a_mask), masked_mean(enc_v, v_mask), z_a, z_v
-
-    def branch(self, a, v, w, a_mask=None, v_mask=None) -> Branch:
-        return self.heads(*self.fuse(a, v, a_mask, v_mask), w)
+        return Fused(enc_a, enc_v, masked_mean(enc_a, a_mask), masked_mean(enc_v, v_mask), z_a, z_v)
 
     def embed(self, a, v, a_mask=None, v_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
-        *_, z_a, z_v = self.fuse(a, v, a_mask, v_mask)
-        return self.heads.A_proj(z_a), self.heads.V_proj(z_v)
+        fused = self.fuse(a, v, a_mask, v_mask)
+        return self.heads.A_proj(fused.z_a), self.heads.V_proj(fused.z_v)
 
     def embed_classes(self, w: torch.Tensor) -> torch.Tensor:
         return self.heads.W_proj(w)

@@ -24,7 +24,7 @@ from torch import nn
 from model import layers, losses
 from model.avca import AVCA, Attention
 from model.daan import DAAN, QDMA, TCN
-from model.layers import Branch, EmbeddingNet, Heads, Pairs, masked_mean
+from model.layers import Branch, EmbeddingNet, Fused, Heads, Pairs, masked_mean
 
 # ---- dropout ----------------------------------------------------------------------------------------
 
@@ -191,43 +191,45 @@ class GroupedEmbeddingNet(EmbeddingNet):
     """``EmbeddingNet`` on independent batches stacked along dim 0 (a step's positives, then its negatives).
 
     Every layer runs once on all rows, but each batch (``sizes``) gets its own BatchNorm statistics, in
-    order, exactly as if the net had been called once per batch. One GEMM of 2B rows instead of two of B is
-    cheaper on a CPU, mostly in the weight gradient. ``order`` is the sequence of the per-batch BatchNorm
-    calls (their running statistics depend on it) when it differs from the row order.
+    row order, exactly as if the net had been called once per batch. One GEMM of 2B rows instead of two of
+    B is cheaper on a CPU, mostly in the weight gradient.
     """
 
-    def forward(
-        self, x: torch.Tensor, sizes: Sequence[int] | None = None, order: Sequence[int] | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, nn.BatchNorm1d) and sizes is not None and len(sizes) > 1:
-                parts = x.split(list(sizes))
-                normed = {i: layer(parts[i]) for i in (order or range(len(parts)))}
-                x = torch.cat([normed[i] for i in range(len(parts))])
+                x = torch.cat([layer(part) for part in x.split(list(sizes))])
             else:
                 x = layer(x)
         return x
 
 
 class GroupedHeads(Heads):
-    """``Heads`` on ``groups`` stacked batches, each with its own BatchNorm statistics."""
+    """``Heads`` on ``groups`` stacked batches (positives first), each with its own BatchNorm statistics."""
 
-    def forward(self, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w, groups: int = 1) -> Branch:
+    def stacked(self, fused: Fused, w: torch.Tensor, groups: int) -> Branch:
+        """``Heads.forward`` on the stacked batches: every net sees them in the same order (the decoder's
+        calls as one call, rows in that order), the reconstructors the positives only."""
         sizes = [len(w) // groups] * groups
-        theta_a, theta_v, theta_w = self.A_proj(z_a, sizes), self.V_proj(z_v, sizes), self.W_proj(w, sizes)
-        rho_a, rho_v, rho_w = self._shared_decoder((theta_a, theta_v, theta_w), groups)
-        rec_a, rec_v = self.A_rec(theta_a, sizes), self.V_rec(theta_v, sizes)
+        theta_w = self.W_proj(w, sizes)
+        theta_v, theta_a = self.V_proj(fused.z_v, sizes), self.A_proj(fused.z_a, sizes)
+        rec_v, rec_a = self.V_rec(theta_v[: sizes[0]]), self.A_rec(theta_a[: sizes[0]])
+        if self.rec_projection_pass:  # the AVCA code's A_proj(rec_a), V_proj(rec_v): outputs unused
+            with torch.no_grad():
+                self.A_proj(rec_a)
+                self.V_proj(rec_v)
+        rho_w, rho_a, rho_v = self._shared_decoder((theta_w, theta_a, theta_v), groups)
+        enc_a, enc_v, phi_a, phi_v, _, _ = fused
         return Branch(
             enc_a, enc_v, phi_a, phi_v, theta_a, theta_v, theta_w, rho_a, rho_v, rho_w, rec_a, rec_v
         )
 
     def _shared_decoder(self, inputs: Sequence[torch.Tensor], groups: int) -> tuple[torch.Tensor, ...]:
-        """The decoder D on every input in one call, its BatchNorm fed batch by batch in the plain order
-        (group 0's inputs in turn, then group 1's, ...), so running statistics match call for call.
-        Rows stay input-major, so each input's output is a view of the result."""
+        """The decoder D on every input in one call, its BatchNorm fed batch by batch in row order: each
+        input's groups in turn (theta_w, theta_w-, theta_a, theta_a-, theta_v, theta_v-, as ``Heads.forward``
+        calls it), so running statistics match call for call. Each input's output is a view of the result."""
         sizes = [len(t) // groups for t in inputs for _ in range(groups)]
-        order = [i * groups + g for g in range(groups) for i in range(len(inputs))]
-        return self.D(torch.cat(list(inputs)), sizes, order).split([len(t) for t in inputs])
+        return self.D(torch.cat(list(inputs)), sizes).split([len(t) for t in inputs])
 
 
 def encode_steps(net: GroupedEmbeddingNet, x: torch.Tensor, mask: torch.Tensor | None, groups: int = 1):
@@ -243,19 +245,18 @@ def encode_steps(net: GroupedEmbeddingNet, x: torch.Tensor, mask: torch.Tensor |
 
 
 class FastAVCA(AVCA):
-    def branch(self, a, v, w, a_mask=None, v_mask=None, groups: int = 1) -> Branch:
+    def fuse(self, a, v, a_mask=None, v_mask=None, groups: int = 1) -> Fused:
         """``groups`` equal batches stacked on dim 0, each with its own BN statistics (the transformer is
         per sample, so only BN needs the grouping)."""
-        sizes = [len(w) // groups] * groups
+        sizes = [len(a) // groups] * groups
         phi_a = self.A_enc(masked_mean(a, a_mask), sizes)
         phi_v = self.V_enc(masked_mean(v, v_mask), sizes)
         out = self.cross_attention(torch.stack([phi_a, phi_v], dim=1) + self.pos_emb1D)
-        z_a, z_v = phi_a + out[:, 0], phi_v + out[:, 1]
-        return self.heads(phi_a, phi_v, phi_a, phi_v, z_a, z_v, w, groups)
+        return Fused(phi_a, phi_v, phi_a, phi_v, phi_a + out[:, 0], phi_v + out[:, 1])
 
 
 class FastDAAN(DAAN):
-    def fuse(self, a, v, a_mask=None, v_mask=None, groups: int = 1):
+    def fuse(self, a, v, a_mask=None, v_mask=None, groups: int = 1) -> Fused:
         """``DAAN.fuse`` for ``groups`` stacked batches. Only the encoders' BatchNorm mixes samples, so the
         batches share every other op. Unmasked features build no all-true masks: every step is valid, and
         masking or pooling with them would be wasted work (averaged features attending to all tokens take
@@ -289,16 +290,13 @@ class FastDAAN(DAAN):
             x = x + ff(norm2(x))
         z_a = masked_mean(enc_a + x[:, :ta], a_mask)
         z_v = masked_mean(enc_v + x[:, ta:], v_mask)
-        return raw_a, raw_v, masked_mean(raw_a, a_mask), masked_mean(raw_v, v_mask), z_a, z_v
-
-    def branch(self, a, v, w, a_mask=None, v_mask=None, groups: int = 1) -> Branch:
-        return self.heads(*self.fuse(a, v, a_mask, v_mask, groups), w, groups)
+        return Fused(raw_a, raw_v, masked_mean(raw_a, a_mask), masked_mean(raw_v, v_mask), z_a, z_v)
 
 
 def forward_pairs(model: FastAVCA | FastDAAN, a, v, w, a_mask=None, v_mask=None) -> Pairs:
-    """``layers.forward_pairs`` in one forward of both halves (``branch(groups=2)``): the same outputs,
-    gradients and BatchNorm running statistics as one call per half, in half the operations."""
-    both = model.branch(a, v, w, a_mask, v_mask, groups=2)
+    """``layers.forward_pairs`` in one forward of both halves (``groups=2``): the same outputs, gradients
+    and BatchNorm running statistics as one call per half, in half the operations."""
+    both = model.heads.stacked(model.fuse(a, v, a_mask, v_mask, groups=2), w, groups=2)
     positive, negative = both.split(2)
     return Pairs(positive, negative, [both])
 

@@ -50,12 +50,27 @@ class FeedForward(nn.Sequential):
         )
 
 
+class Fused(NamedTuple):
+    """A batch after the encoders and the cross-modal fusion: what the heads take.
+
+    ``enc_a``/``enc_v`` are the raw encoder outputs ((B, D) or (B, T, D)): gradient modulation acts there.
+    ``phi_*`` are their (pooled) vectors, ``z_*`` the fused vectors the projections take.
+    """
+
+    enc_a: torch.Tensor
+    enc_v: torch.Tensor
+    phi_a: torch.Tensor
+    phi_v: torch.Tensor
+    z_a: torch.Tensor
+    z_v: torch.Tensor
+
+
 @dataclass
 class Branch:
     """Outputs for one side of a pair (the positives or the negatives).
 
-    ``enc_a``/``enc_v`` are the raw encoder outputs ((B, D) or (B, T, D)): gradient modulation acts there.
-    ``phi_*`` are their (pooled) vectors used by the reconstruction and alignment losses.
+    ``enc_*`` and ``phi_*`` as in :class:`Fused`; ``phi_*`` are used by the reconstruction and alignment
+    losses. The reconstructions ``rec_*`` exist for the positives only: no loss term uses a negative's.
     """
 
     enc_a: torch.Tensor
@@ -68,13 +83,22 @@ class Branch:
     rho_a: torch.Tensor
     rho_v: torch.Tensor
     rho_w: torch.Tensor
-    rec_a: torch.Tensor
-    rec_v: torch.Tensor
+    rec_a: torch.Tensor | None
+    rec_v: torch.Tensor | None
 
     def split(self, groups: int) -> list[Branch]:
-        """The batches stacked on dim 0 of every field, as views (gradients flow back)."""
-        parts = [getattr(self, f.name).chunk(groups) for f in fields(self)]
-        return [Branch(*(p[g] for p in parts)) for g in range(groups)]
+        """The batches stacked on dim 0 of every field, as views (gradients flow back); the reconstructions
+        (of the first batch, the positives, only) go with the first."""
+        stacked = [f.name for f in fields(self) if not f.name.startswith("rec_")]
+        parts = {name: getattr(self, name).chunk(groups) for name in stacked}
+        return [
+            Branch(
+                **{name: chunks[g] for name, chunks in parts.items()},
+                rec_a=self.rec_a if g == 0 else None,
+                rec_v=self.rec_v if g == 0 else None,
+            )
+            for g in range(groups)
+        ]
 
 
 class Pairs(NamedTuple):
@@ -87,13 +111,13 @@ class Pairs(NamedTuple):
 
 
 def forward_pairs(model: nn.Module, a, v, w, a_mask=None, v_mask=None) -> Pairs:
-    """The positives (first half of the rows) and their negatives (second half), one ``branch`` call each,
-    positives first, as the reference code does (BatchNorm normalises each with its own statistics)."""
+    """The positives (first half of the rows) and their negatives (second half): the model's ``fuse`` once
+    per side, positives first, then the heads on both sides together, so that every net sees its batches in
+    the AVCA code's order (``Heads.forward``). BatchNorm normalises each batch with its own statistics."""
     half = len(w) // 2
-    positive, negative = (
-        model.branch(*(t if t is None else t[rows] for t in (a, v, w, a_mask, v_mask)))
-        for rows in (slice(None, half), slice(half, None))
-    )
+    sides = [slice(None, half), slice(half, None)]
+    p, n = (model.fuse(*(t if t is None else t[rows] for t in (a, v, a_mask, v_mask))) for rows in sides)
+    positive, negative = model.heads(p, n, w[:half], w[half:])
     return Pairs(positive, negative, [positive, negative])
 
 
@@ -103,11 +127,15 @@ class Heads(nn.Module):
 
         theta_m = m_proj(z_m)      theta_w = W_proj(w)
         rho_m   = D(theta_m)       rho_w   = D(theta_w)       rec_m = m_rec(theta_m)   (m = a, v)
+
+    In train mode every call of a net moves its BatchNorm running statistics, which evaluation reads, so
+    ``forward`` calls the nets on the same batches in the same order as the AVCA code (docs/avca.md).
     """
 
     def __init__(self, cfg: AVCAConfig, emb_dim: int):
         super().__init__()
         d, out = cfg.token_dim, cfg.dim_out
+        self.rec_projection_pass = cfg.rec_projection_pass
         self.A_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
         self.V_proj = EmbeddingNet(d, out, cfg.decoder_dropout, cfg.projector_hidden, cfg.bn_momentum)
         self.W_proj = EmbeddingNet(emb_dim, out, cfg.additional_dropout)
@@ -115,13 +143,37 @@ class Heads(nn.Module):
         self.A_rec = EmbeddingNet(out, d, cfg.additional_dropout)
         self.V_rec = EmbeddingNet(out, d, cfg.additional_dropout)
 
-    def forward(self, enc_a, enc_v, phi_a, phi_v, z_a, z_v, w) -> Branch:
-        theta_a, theta_v, theta_w = self.A_proj(z_a), self.V_proj(z_v), self.W_proj(w)
-        rho_a, rho_v, rho_w = self.D(theta_a), self.D(theta_v), self.D(theta_w)
-        rec_a, rec_v = self.A_rec(theta_a), self.V_rec(theta_v)
-        return Branch(
-            enc_a, enc_v, phi_a, phi_v, theta_a, theta_v, theta_w, rho_a, rho_v, rho_w, rec_a, rec_v
+    def forward(self, p: Fused, n: Fused, w: torch.Tensor, w_neg: torch.Tensor) -> tuple[Branch, Branch]:
+        """The positives ``p`` (class embeddings ``w``) and their negatives ``n`` (``w_neg``)."""
+        theta_w, theta_w_neg = self.W_proj(w), self.W_proj(w_neg)
+        rho_w, rho_w_neg = self.D(theta_w), self.D(theta_w_neg)
+        theta_v, theta_v_neg = self.V_proj(p.z_v), self.V_proj(n.z_v)
+        theta_a, theta_a_neg = self.A_proj(p.z_a), self.A_proj(n.z_a)
+        rec_v, rec_a = self.V_rec(theta_v), self.A_rec(theta_a)
+        if self.rec_projection_pass:  # the AVCA code's A_proj(rec_a), V_proj(rec_v): outputs unused
+            with torch.no_grad():
+                self.A_proj(rec_a)
+                self.V_proj(rec_v)
+        rho_a, rho_a_neg = self.D(theta_a), self.D(theta_a_neg)
+        rho_v, rho_v_neg = self.D(theta_v), self.D(theta_v_neg)
+        positive = Branch(
+            p.enc_a, p.enc_v, p.phi_a, p.phi_v, theta_a, theta_v, theta_w, rho_a, rho_v, rho_w, rec_a, rec_v
         )
+        negative = Branch(
+            n.enc_a,
+            n.enc_v,
+            n.phi_a,
+            n.phi_v,
+            theta_a_neg,
+            theta_v_neg,
+            theta_w_neg,
+            rho_a_neg,
+            rho_v_neg,
+            rho_w_neg,
+            None,
+            None,
+        )
+        return positive, negative
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import yaml
 
-from model.config import TrainConfig
+from model.config import TrainConfig, preset_of
 from model.data.gzsl import GZSLData
 from model.metrics import GZSLScores, gzsl_scores
 from model.trainer import StageTrainer, distances
@@ -64,6 +64,7 @@ def _protocol(
     val_scores, val_curve = model_a.evaluate(data.splits["val"])
     metrics: dict[str, Any] = {
         "model": config.model,
+        "preset": preset_of(config, data.indexing),
         "data": data.summary(),
         "units": "percent (per-class mean accuracy x 100)",
         "stage1": {"best_epoch": best_epoch, "epochs": config.epochs, "val": _table(val_scores)},

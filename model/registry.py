@@ -2,8 +2,8 @@
 
 Like the extractor registry: the trainer, the protocol and ``avzsl models list`` only ever go through
 :func:`build_model` / :func:`get_spec` / :func:`rows`. Adding a model of the AVCA family (pairs of videos,
-AVCA's composite loss, ``branch`` / ``embed`` / ``embed_classes``) is one module listed in ``_MODULES``
-plus a config in ``model/configs/``; a model with its own objective also names it in its spec.
+AVCA's composite loss, ``fuse`` / ``heads`` / ``embed`` / ``embed_classes``) is one module listed in
+``_MODULES`` plus a config in ``model/configs/``; a model with its own objective also names it in its spec.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ Builder = Callable[["TrainConfig", "GZSLData"], nn.Module]
 class ModelSpec:
     """What the trainer and ``avzsl models list`` need to know about a model, before building it.
 
-    ``objective``: ``pairs`` = positive/negative pairs through ``branch`` with AVCA's composite loss (the
-    AVCA family); ``classes`` = positives only, the model's own ``collate`` / ``loss`` (TCaF).
+    ``objective``: ``pairs`` = positive/negative pairs through ``fuse`` and ``heads`` with AVCA's composite
+    loss (the AVCA family); ``classes`` = positives only, the model's own ``collate`` / ``loss`` (TCaF).
     ``config_sections``: the ``TrainConfig`` sections holding its hyper-parameters.
     """
 

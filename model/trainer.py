@@ -132,8 +132,9 @@ class StageTrainer:
                     CSGM.add_gradient_noise(enc)
         self.optimizer.step()
         if cfg.avca.extra_embedding_pass:
-            with torch.no_grad():  # AVCA quirk: extra BN statistics update in train mode, positives only
+            with torch.no_grad():  # AVCA's get_embeddings in train mode: BN statistics only (docs/avca.md)
                 self.model.embed(a[:size], v[:size], *(m if m is None else m[:size] for m in (am, vm)))
+                self.model.embed_classes(w[:size])
         logs["loss"] = loss.detach()
         return logs
 

@@ -275,6 +275,7 @@ SWITCHES = [
     {"decision_rule": "mean"},
     {"decision_rule": "sum_dist"},
     {"model": "avca", "avca": {**SMALL, "pos_emb_trainable": True, "extra_embedding_pass": True}},
+    {"avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
 ]
 
 

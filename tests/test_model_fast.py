@@ -192,6 +192,7 @@ def test_fast_qdma_equals_qdma(tokens, subtract_on, learnable_lambda, masked):
 
 SWITCHES = [
     {"model": "avca"},
+    {"model": "avca", "avca": {**SMALL, "rec_projection_pass": True}},
     {"model": "daan"},
     {"model": "daan", "daan": {"tcn": {"mode": "off"}, "qdma": {"keys": "cross"}}},
     {"model": "daan", "daan": {"tcn": {"levels": 3}, "qdma": {"learnable_lambda": True}}},
@@ -209,7 +210,8 @@ def double_batch(trainer: StageTrainer, batch_size: int, seed: int):
 @pytest.mark.parametrize("kind", ["averaged", "temporal"])
 def test_stacked_pair_forward_equals_one_call_per_side(averaged, temporal, switch, kind):
     """``fast.forward_pairs`` (one forward of positives + negatives, per-side BatchNorm) against the plain
-    two calls: the same outputs, gradients and BatchNorm running statistics."""
+    pair forward (fusion per side, heads on both): the same outputs, gradients and BatchNorm running
+    statistics, so the nets see their batches in the same order on both paths."""
     data = averaged if kind == "averaged" else temporal  # DAAN's TCN runs over the 2 tokens / over time
     trainer = StageTrainer(tiny_config(**switch, fast_paths=False), data, "train", 1)
     plain = trainer.model.double().train()
@@ -219,7 +221,11 @@ def test_stacked_pair_forward_equals_one_call_per_side(averaged, temporal, switc
     want = layers.forward_pairs(plain, a, v, w, am, vm)
     for side, ref in ((got.positive, want.positive), (got.negative, want.negative)):
         for f in fields(Branch):
-            torch.testing.assert_close(getattr(side, f.name), getattr(ref, f.name), msg=f.name)
+            if getattr(ref, f.name) is None:  # the negatives' reconstructions: computed on neither path
+                assert getattr(side, f.name) is None, f.name
+            else:
+                torch.testing.assert_close(getattr(side, f.name), getattr(ref, f.name), msg=f.name)
+    assert want.positive.rec_a is not None and want.negative.rec_a is None
     losses.avca_loss(got.positive, got.negative, w[:6], 1.0)["total"].backward()
     losses.avca_loss(want.positive, want.negative, w[:6], 1.0)["total"].backward()
     for (name, g), r in zip(twin.named_parameters(), plain.parameters(), strict=True):
@@ -238,11 +244,17 @@ def test_stacked_pair_forward_equals_one_call_per_side(averaged, temporal, switc
 
 
 def random_sides(batch: int = 6, seed: int = 0) -> tuple[Branch, Branch, list[torch.Tensor]]:
-    """Positives and negatives as views of stacked leaves, as ``fast.forward_pairs`` returns them."""
+    """Positives and negatives as views of stacked leaves, as ``fast.forward_pairs`` returns them
+    (reconstructions for the positives only)."""
     dims = {"enc": 7, "phi": 7, "theta": 4, "rho": 5, "rec": 7}
     gen = torch.Generator().manual_seed(seed)
     leaves = {
-        f.name: torch.randn(2 * batch, dims[f.name.split("_")[0]], generator=gen, dtype=torch.float64)
+        f.name: torch.randn(
+            batch if f.name.startswith("rec_") else 2 * batch,
+            dims[f.name.split("_")[0]],
+            generator=gen,
+            dtype=torch.float64,
+        )
         for f in fields(Branch)
     }
     leaves = {k: v.requires_grad_() for k, v in leaves.items()}
@@ -318,8 +330,9 @@ def test_dropout_is_bernoulli_with_the_inverse_keep_scaling():
 # ---- a whole training step ------------------------------------------------------------------------------
 
 STEP_SWITCHES = [
-    {"model": "avca", "avca": {**SMALL, "extra_embedding_pass": True}},
+    {"model": "avca", "avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
     {"model": "daan"},
+    {"model": "daan", "avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
     {"model": "daan", "daan": {"csgm": {"mode": "batch", "score": "all_classes"}, "align": "infonce"}},
     {"model": "daan", "daan": {"csgm": {"combine": "mix"}, "qdma": {"keys": "cross"}}},
 ]

@@ -18,11 +18,15 @@ DIMS = {"enc": 7, "phi": 7, "theta": 4, "rho": 5, "rec": 7}
 
 
 def random_sides(batch: int = 6, seed: int = 0) -> tuple[Branch, Branch, list[torch.Tensor]]:
-    """Positives and negatives as views of stacked leaves, as the fast pair forward returns them."""
+    """Positives and negatives as views of stacked leaves, as the fast pair forward returns them
+    (reconstructions for the positives only)."""
     gen = torch.Generator().manual_seed(seed)
     leaves = {
         f.name: torch.randn(
-            2 * batch, DIMS[f.name.split("_")[0]], generator=gen, dtype=torch.float64
+            batch if f.name.startswith("rec_") else 2 * batch,
+            DIMS[f.name.split("_")[0]],
+            generator=gen,
+            dtype=torch.float64,
         ).requires_grad_()
         for f in fields(Branch)
     }

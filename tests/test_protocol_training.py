@@ -181,22 +181,134 @@ def test_cli_reports_missing_data_root(tmp_path, capsys):
     assert "data.root" in capsys.readouterr().err
 
 
+BUNDLED = sorted(
+    f"{d}_{s}{m}" for d in ("activitynet", "ucf", "vggsound") for s in ("cls", "main") for m in ("", "_tcaf")
+)
+
+
 def test_bundled_configs_hold_published_hyperparameters():
     from model.api import bundled_configs, resolve_config
     from model.config import RunConfig
 
-    assert bundled_configs() == sorted(
-        f"{d}_{s}{m}"
-        for d in ("activitynet", "ucf", "vggsound")
-        for s in ("cls", "main")
-        for m in ("", "_tcaf")
-    )
+    assert bundled_configs() == BUNDLED
     vgg_main = RunConfig.from_yaml(resolve_config("vggsound_main"))
     assert vgg_main.train.batch_size == 64 and vgg_main.train.avca.embedding_dropout == 0.0
     ucf_cls = RunConfig.from_yaml(resolve_config("ucf_cls"))
     assert ucf_cls.train.avca.bn_momentum == 0.99 and ucf_cls.train.avca.additional_dropout == 0.5
     assert ucf_cls.data.dataset == "UCF" and ucf_cls.data.setting == "cls"
     assert ucf_cls.train.epochs == 50 and ucf_cls.train.batches_per_epoch == 500 and ucf_cls.train.lr == 1e-3
+
+
+def flat(cfg) -> dict:
+    """Every leaf of a run config by dotted key."""
+
+    def leaves(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    return dict(leaves(cfg.to_dict(), ""))
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_configs_are_the_published_preset_and_corrected_changes_only_its_switches(name):
+    from model.api import load_run_config
+    from model.config import preset_of
+
+    bundled = load_run_config(name)
+    assert load_run_config(name, "published") == bundled
+    assert preset_of(bundled.train, bundled.data.indexing) == "published"
+    corrected = load_run_config(name, "corrected")
+    assert preset_of(corrected.train, corrected.data.indexing) == "corrected"
+    # the published hyper-parameters stay; only the switches of the model's own sections change
+    before, after = flat(bundled), flat(corrected)
+    changed = {key for key in before if before[key] != after[key]}
+    common = {"data.indexing", "train.stage2_lr_schedule"}
+    if bundled.train.model == "tcaf":
+        assert changed == common | {"train.tcaf.extra_embedding_pass", "train.tcaf.eval_positions"}
+    else:
+        avca = {"extra_embedding_pass", "rec_projection_pass", "pos_emb_trainable"}
+        assert changed == common | {f"train.avca.{k}" for k in avca}
+    with pytest.raises(ConfigError, match="preset 'fixed'"):
+        bundled.with_preset("fixed")
+
+
+def test_presets_apply_only_the_switches_a_model_has():
+    """AVCA's BatchNorm switches are DAAN's too (its backbone) but not TCaF's, and TCaF's not AVCA's: a
+    preset leaves a section its model does not have as it was, and labels a run by the switches it has."""
+    from model.config import PRESETS, RunConfig, preset_of
+
+    for model, own, foreign in (("avca", "avca", "tcaf"), ("daan", "avca", "tcaf"), ("tcaf", "tcaf", "avca")):
+        base = RunConfig(train=TrainConfig(model=model))
+        for preset in PRESETS:
+            cfg = base.with_preset(preset)
+            assert getattr(cfg.train, foreign) == getattr(base.train, foreign), (model, preset)
+            switches = {k.rsplit(".", 1)[1]: v for k, v in PRESETS[preset].items() if f".{own}." in k}
+            assert {k: getattr(getattr(cfg.train, own), k) for k in switches} == switches, (model, preset)
+            assert preset_of(cfg.train, cfg.data.indexing) == preset
+            # whatever the foreign section holds does not change the label
+            flipped = cfg.train.with_overrides([f"{foreign}.extra_embedding_pass={preset != 'published'}"])
+            assert preset_of(flipped, cfg.data.indexing) == preset
+            # one of its own switches off the preset makes it custom
+            odd = cfg.train.with_overrides([f"{own}.extra_embedding_pass={preset != 'published'}"])
+            assert preset_of(odd, cfg.data.indexing) == "custom"
+
+
+def test_a_preset_follows_the_overridden_model_and_an_override_wins_over_it():
+    from model.api import load_run_config
+    from model.config import preset_of
+
+    tcaf = load_run_config("ucf_cls", "corrected", ["train.model=tcaf"])
+    assert tcaf.train.tcaf.eval_positions == "seconds" and not tcaf.train.avca.pos_emb_trainable
+    mixed = load_run_config("ucf_cls", "corrected", ["data.indexing=published"])
+    assert mixed.data.indexing == "published" and mixed.train.avca.pos_emb_trainable
+    assert preset_of(mixed.train, mixed.data.indexing) == "custom"
+
+
+@pytest.mark.slow
+def test_cli_preset_sets_the_switches_and_labels_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = ["data.source=synthetic", "train.epochs=1", "train.batches_per_epoch=2", "train.batch_size=16"]
+    sets += ["train.device=cpu", "train.stages=stage1"]
+    sets += [f"train.avca.{k}={v}" for k, v in MODEL.items()]  # a whole section would replace the preset's
+    args = ["train", "--config", "ucf_cls", "--preset", "corrected", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert cli_main(args) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "preset" in header.split() and row.split()[:2] == ["avca", "corrected"]
+    run_cfg = yaml.safe_load((out / "run.yaml").read_text())
+    assert run_cfg["data"]["indexing"] == "corrected" and run_cfg["train"]["avca"]["pos_emb_trainable"]
+    assert run_cfg["train"]["stage2_lr_schedule"] == "replay"
+    assert json.loads((out / "metrics.json").read_text())["preset"] == "corrected"
+
+
+@pytest.mark.slow
+def test_benchmark_workflow_trains_and_reports_both_presets(avgzsl_root, tmp_path):
+    from test_model_data import write_ucf_layout
+
+    from workflows.runner import load_workflow, run_workflow
+
+    feats = write_ucf_layout(avgzsl_root, tmp_path / "feats", temporal=False)
+    workdir = tmp_path / "wf"
+    avca = {"model": "avca", "epochs": 1, "batches_per_epoch": 2, "batch_size": 16, "device": "cpu"}
+    avca["avca"] = MODEL
+    overrides = [f"workdir={workdir}", f"published.root={avgzsl_root}", f"published.features_dir={feats}"]
+    overrides.append(f"train.models={json.dumps({'avca': avca})}")
+    with pytest.warns(UserWarning, match="published"):  # the published preset's class-embedding indexing
+        summary = run_workflow(load_workflow("ucf_cls", overrides))
+    assert summary.ran == ["train:avca-published", "train:avca-corrected", "report"]
+    for preset in ("published", "corrected"):
+        run = workdir / "runs" / f"avca-{preset}" / "latest"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["preset"] == preset and metrics["data"]["indexing"] == preset
+        trained = yaml.safe_load((run / "run.yaml").read_text())
+        assert trained["train"]["avca"]["extra_embedding_pass"] == (preset == "published")
+        assert trained["train"]["avca"]["bn_momentum"] == 0.99  # ucf_cls's published hyper-parameter in both
+    report = (workdir / "report" / "report.md").read_text()
+    assert "| avca-published | published |" in report and "| avca-corrected | corrected |" in report
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ def fake_run(folder: Path, name: str, hm: float) -> Path:
             "unseen": ["c3", "c4"],
         },
         "notes": ["features from randomly initialised extractors"],
+        "preset": "published",
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     epochs = [
@@ -84,8 +85,8 @@ def test_report_renders_all_sections(tmp_path: Path) -> None:
     }
     paths = write_report(runs, tmp_path / "report")
     markdown = paths["markdown"].read_text()
-    assert "| DAAN | 60.00 | 15.00 | 30.00 | 40.00 |" in markdown
-    assert "| *chance* | 10.00 | 10.00 | 10.00 | 25.00 |" in markdown
+    assert "| DAAN | published | 60.00 | 15.00 | 30.00 | 40.00 |" in markdown
+    assert "| *chance* | | 10.00 | 10.00 | 10.00 | 25.00 |" in markdown
     assert "randomly initialised" in markdown
     for figure in ("training.png", "validation.png", "csgm.png", "calibration.png", "per_class_1.png"):
         png = tmp_path / "report" / "figures" / figure
@@ -99,6 +100,11 @@ def test_table_without_chance_and_missing_run(tmp_path: Path) -> None:
     run = load_run(fake_run(tmp_path / "r", "R", 12.5))
     run.chance = {}
     assert "chance" not in results_table([run])
+    metrics = tmp_path / "r" / "metrics.json"  # a run from before presets were recorded
+    metrics.write_text(
+        json.dumps({k: v for k, v in json.loads(metrics.read_text()).items() if k != "preset"})
+    )
+    assert "| r | - | 60.00 |" in results_table([load_run(tmp_path / "r")])
     with pytest.raises(ConfigError, match="no metrics.json"):
         load_run(tmp_path / "absent")
 

@@ -64,7 +64,9 @@ def test_demo_produces_every_output(demo_run: Path, capsys: pytest.CaptureFixtur
     assert main(["evaluate", "--run", str(demo_run / "runs" / "daan")]) == 0
     assert "note: audio and visual features from RANDOMLY INITIALISED extractors" in capsys.readouterr().out
     summary = json.loads((demo_run / "demo_summary.json").read_text())
-    assert set(summary) == {"DAAN", "AVCA"} and all(0 <= v <= 100 for v in summary["DAAN"]["test"].values())
+    assert set(summary) == {"DAAN", "AVCA", "TCAF"} and all(
+        0 <= v <= 100 for v in summary["DAAN"]["test"].values()
+    )
 
 
 def test_what_a_workflow_records_reruns(

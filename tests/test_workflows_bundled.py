@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from model.api import resolve_config
-from model.config import RunConfig
+from model.config import RunConfig, preset_of
+from workflows.build import build_stages
 from workflows.runner import WORKFLOW_DIR, load_workflow
 
 WORKFLOWS = sorted(
@@ -37,3 +38,18 @@ def test_benchmark_workflow_trains_with_its_bundled_config(name: str) -> None:
         assert model == expected, key
         if model.model == "tcaf":
             assert config.published.temporal and config.train.temporal(key)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_workflow_trains_every_model_once_per_preset(name: str) -> None:
+    """One stage and one folder of runs per model and preset, each run with its preset's switches."""
+    config = load_workflow(name)
+    assert config.presets == ["published", "corrected"]
+    stages = {s.name: s for s in build_stages(config) if s.name.startswith("train:")}
+    runs = [f"{model}-{preset}" for model in config.train.models for preset in config.presets]
+    assert list(stages) == [f"train:{run}" for run in runs]
+    for run in runs:
+        stage = stages[f"train:{run}"]
+        assert stage.outputs == (f"runs/{run}/latest/metrics.json",)
+        trained = RunConfig.from_dict(stage.params)
+        assert preset_of(trained.train, trained.data.indexing) == run.rsplit("-", 1)[1]

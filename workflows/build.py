@@ -5,8 +5,9 @@ Layout of a workflow directory::
     data/manifest.parquet, data/classes.csv, data/probe.parquet     the videos, their classes and probe records
     features/<extractor>/<extractor>-<fingerprint>/                 one feature store per extractor
     embeddings/classes.npz, embeddings/name_map.csv                  class-text embeddings and the text per class
-    runs/<model>/<fingerprint>/run.yaml, metrics.json ...             one folder per training run of a model
-    runs/<model>/latest                                                -> the folder of the last run
+    runs/<run>/<fingerprint>/run.yaml, metrics.json ...               one folder per training run of a model
+    runs/<run>/latest                                                  -> the folder of the last run
+                                                                       (<run>: <model>, or <model>-<preset>)
     report/report.html, report/report.md
 
 Each extractor is its own stage, so adding one extracts only itself, and training depends only on the two
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.config import DataConfig
+from model.config import DataConfig, RunConfig
 from pipeline.config import ConfigError, atomic_write_text
 from pipeline.manifest import VideoManifest, assign_gzsl_splits
 from workflows.config import ExtractorChoice, WorkflowConfig
@@ -79,7 +80,8 @@ def build_stages(cfg: WorkflowConfig, cluster: SharedCluster | None = None) -> l
             stages += [_extract_stage(cfg, choice, cluster) for choice in cfg.extract.all()]
         stages += [_embed_stage(cfg)] if "embed" in wanted else []
     if "train" in wanted:
-        stages += [_train_stage(cfg, name) for name in cfg.train.models]
+        presets = cfg.presets or [None]
+        stages += [_train_stage(cfg, name, preset) for name in cfg.train.models for preset in presets]
     if "report" in wanted:
         stages.append(_report_stage(cfg, [s.name for s in stages if s.name.startswith("train:")]))
     present = {s.name for s in stages}
@@ -297,29 +299,38 @@ def _embed_stage(cfg: WorkflowConfig) -> Stage:
 
 
 # --------------------------------------------------------------------------------------------- train
-def _train_stage(cfg: WorkflowConfig, name: str) -> Stage:
+def _train_stage(cfg: WorkflowConfig, name: str, preset: str | None = None) -> Stage:
+    """Model ``name``'s run, ``runs/<name>``; with a reproduction preset (``model.config.PRESETS``) its
+    switches are set on the model and the data, and the run is ``runs/<name>-<preset>``."""
     train_cfg = cfg.train.models[name]
-    out = f"{RUNS}/{name}"
+    run_name = f"{name}-{preset}" if preset else name
+    out = f"{RUNS}/{run_name}"
+
+    def run_config(workdir: Path) -> RunConfig:
+        run_cfg = RunConfig(data=_train_data(cfg, workdir, name), train=train_cfg)
+        return run_cfg.with_preset(preset) if preset else run_cfg
 
     def run(ctx: StageContext) -> None:
         from model.api import load_gzsl_data, train_and_evaluate
-        from model.config import RunConfig
 
         run_dir = ctx.run_dir(out)
-        run_cfg = RunConfig(data=_train_data(cfg, ctx.workdir, name), train=train_cfg)
+        run_cfg = run_config(ctx.workdir)
         run_cfg.to_yaml(
             run_dir / RUN_CONFIG
         )  # `avzsl train --config <run>/run.yaml` re-runs this model alone
-        train_and_evaluate(train_cfg, load_gzsl_data(run_cfg.data), run_dir)
+        train_and_evaluate(run_cfg.train, load_gzsl_data(run_cfg.data), run_dir)
 
     if cfg.kind == "published":
         deps: tuple[str, ...] = ()
-        params = {"train": train_cfg.to_dict(), "data": cfg.published.to_dict()}
+        run_cfg = run_config(Path())
+        params = {"train": run_cfg.train.to_dict(), "data": run_cfg.data.to_dict()}
     else:
         audio, visual = (c.key or c.name for c in (cfg.extract.audio, cfg.extract.visual))
         deps = (f"extract:{audio}", f"extract:{visual}", "embed")
-        params = {"train": train_cfg.to_dict(), "temporal": cfg.train.temporal(name)}
-    return Stage(f"train:{name}", run, params, deps, (f"{out}/{LATEST}/metrics.json",), ("model",))
+        train = RunConfig(train=train_cfg).with_preset(preset).train if preset else train_cfg
+        params = {"train": train.to_dict(), "temporal": cfg.train.temporal(name)}
+        params.update({"preset": preset} if preset else {})
+    return Stage(f"train:{run_name}", run, params, deps, (f"{out}/{LATEST}/metrics.json",), ("model",))
 
 
 def _train_data(cfg: WorkflowConfig, workdir: Path, model: str) -> DataConfig:
@@ -350,9 +361,10 @@ def _report_stage(cfg: WorkflowConfig, train_stages: list[str]) -> Stage:
     return Stage("report", run, {}, tuple(train_stages), (REPORT, "report/report.md"), ("workflows.report",))
 
 
-def model_runs(workdir: Path, model: str) -> Path:
-    """The folder of one model's runs (``runs/<model>``); its ``latest`` link names the current one."""
-    return workdir / RUNS / model
+def model_runs(workdir: Path, run: str) -> Path:
+    """The folder of one model's runs (``runs/<model>`` or ``runs/<model>-<preset>``); its ``latest`` link
+    names the current one."""
+    return workdir / RUNS / run
 
 
 def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from model.config import DataConfig, TrainConfig
+from model.config import DataConfig, PresetName, TrainConfig
 from pipeline.config import ConfigModel
 from pipeline.synth.dataset import SynthConfig
 from workflows.extract.config import ExtractOptions
@@ -129,6 +129,11 @@ class WorkflowConfig(ConfigModel):
     extract: ExtractStep = ExtractStep()
     embed: EmbedStep = EmbedStep()
     train: TrainStep = TrainStep()
+    presets: list[PresetName] = Field(
+        default_factory=list,
+        description="train every model once per reproduction preset (published, corrected; docs/avca.md), "
+        "as runs/<model>-<preset>; empty: each model as configured, as runs/<model>",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -59,6 +59,7 @@ class RunResult:
     beta_chosen: float | None = None  # the validation beta the test uses
     per_class: list[dict[str, Any]] = field(default_factory=list)  # {"class", "accuracy", "seen"}
     notes: list[str] = field(default_factory=list)
+    preset: str = "-"  # the reproduction preset it ran with (published, corrected, custom; docs/avca.md)
 
 
 def run_folder(path: str | Path) -> Path:
@@ -106,19 +107,24 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunResult:
             {"class": c, "accuracy": a, "seen": c in seen} for c, a in per_class.get("gzsl", {}).items()
         ],
         notes=list(data.get("notes", [])),
+        preset=data.get("preset", "-"),
     )
 
 
 def results_table(runs: list[RunResult]) -> str:
-    """Markdown table of S/U/HM/ZSL (percent) with the chance level of the first run's split."""
-    header = "| run | " + " | ".join(METRIC_KEYS) + " |\n|---|" + "---|" * len(METRIC_KEYS) + "\n"
+    """Markdown table of the reproduction preset and S/U/HM/ZSL (percent) per run, with the chance level of
+    the first run's split."""
+    header = (
+        "| run | preset | " + " | ".join(METRIC_KEYS) + " |\n|---|---|" + "---|" * len(METRIC_KEYS) + "\n"
+    )
     rows = [
-        "| " + r.name + " | " + " | ".join(f"{r.metrics[k]:.2f}" for k in METRIC_KEYS) + " |" for r in runs
+        f"| {r.name} | {r.preset} | " + " | ".join(f"{r.metrics[k]:.2f}" for k in METRIC_KEYS) + " |"
+        for r in runs
     ]
     chance = runs[0].chance if runs else {}
     if chance:
         rows.append(
-            "| *chance* | " + " | ".join(f"{chance.get(k, float('nan')):.2f}" for k in METRIC_KEYS) + " |"
+            "| *chance* | | " + " | ".join(f"{chance.get(k, float('nan')):.2f}" for k in METRIC_KEYS) + " |"
         )
     return header + "\n".join(rows) + "\n"
 
