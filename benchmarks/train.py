@@ -5,7 +5,7 @@ fast paths (the default) and the plain model (``--paths``), for AVCA, DAAN and T
 (b) our epoch: whole-epoch pair indices + gathers from pre-loaded tensors (``StageTrainer.train_epoch``);
 (c) a loop in the style of the public reference code: a per-sample Dataset that builds positive/negative
     pairs in Python, a DataLoader with worker processes over a class-balanced batch sampler, and an extra
-    embedding pass in train mode after every step (REFERENCE §1.8, §2.6).
+    embedding pass in train mode after every step (docs/benchmark.md, docs/reference-defects.md).
 TCaF trains on per-window sequences (``ucf_sized(temporal_steps=...)``) with its own objective and its shipped
 UCF cls configuration (batch 64, 300 batches per epoch): (a) is its step on ready positives, (c) is not run.
 Reported: (b)/(a), (c)/(b), our whole epoch (500 batches + validation metrics) against half of the public
@@ -36,7 +36,7 @@ from model.protocol import train_and_evaluate
 from model.trainer import Batch, StageTrainer
 
 COMMAND = ".venv/bin/python -m benchmarks.train"
-REFERENCE_EPOCH_S, REFERENCE_VAL_S = 157.0, 66.0  # public AVCA code, 2-core CPU (issue 5)
+PUBLIC_EPOCH_S, PUBLIC_VAL_S = 157.0, 66.0  # public AVCA code, 2-core CPU (issue 5)
 PROTOCOL_BATCHES, STAGE1_EPOCHS = 500, 50
 TCAF_BATCHES, TCAF_STEPS = 300, 16  # TCaF's epoch; sequences of 8-16 windows (UCF clips average ~7 s)
 
@@ -184,7 +184,7 @@ def stage1_row(name: str, path: str, data: GZSLData, args: argparse.Namespace) -
         start = time.perf_counter()
         metrics = train_and_evaluate(cfg, data, out)
         wall = time.perf_counter() - start
-    reference = cfg.epochs * (REFERENCE_EPOCH_S + REFERENCE_VAL_S)
+    reference = cfg.epochs * (PUBLIC_EPOCH_S + PUBLIC_VAL_S)
     return [
         name,
         path,
@@ -282,7 +282,7 @@ def measure(name: str, data: GZSLData, args: argparse.Namespace) -> list[list[ob
                 f"{t['b'] / best[first]['b']:.2f}",
                 f"{t['val']:.1f}",
                 f"{epoch_500:.0f}",
-                f"{epoch_500 / (REFERENCE_EPOCH_S + REFERENCE_VAL_S):.2f}" if name != "tcaf" else "-",
+                f"{epoch_500 / (PUBLIC_EPOCH_S + PUBLIC_VAL_S):.2f}" if name != "tcaf" else "-",
                 f"{STAGE1_EPOCHS * epoch_500 / 60:.0f}",
             ]
         )

@@ -1,6 +1,6 @@
 """AST (Audio Spectrogram Transformer) through transformers: one pooled 768-d row per 10.24 s window.
 
-REFERENCE §4.3: ``ASTFeatureExtractor`` = Kaldi fbank (25 ms / 10 ms, Hanning, preemphasis 0.97, DC removal,
+docs/extractors.md: ``ASTFeatureExtractor`` = Kaldi fbank (25 ms / 10 ms, Hanning, preemphasis 0.97, DC removal,
 power spectrum of a 512-point FFT, 128 mel bins 20 Hz-8 kHz, log floored at float eps), padded with zeros in the
 log-mel domain or truncated to 1,024 frames, then (x + 4.2677393) / (2 * 4.5689974). Here the same fbank runs
 batched on the model's device. Windows: 1,024 frames = 164,080 samples, starting every ``hop_frames`` frames
@@ -37,7 +37,7 @@ NUM_MEL_BINS = 128
 NORM_MEAN, NORM_STD = -4.2677393, 4.5689974  # ASTFeatureExtractor defaults (AudioSet statistics)
 WINDOW_SAMPLES = FRAME_LENGTH + (MAX_FRAMES - 1) * FRAME_SHIFT  # 164,080
 POOLINGS = ("pooler", "cls", "mean")
-AUDIOSET_LABELS = 527  # the published checkpoint's classifier (REFERENCE §4.3 config)
+AUDIOSET_LABELS = 527  # the published checkpoint's classifier (docs/extractors.md config)
 DEFAULT_MODEL_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 WEIGHT_SOURCE = (
     f"a local Hugging Face folder of {DEFAULT_MODEL_ID} (save_pretrained layout: config.json + model.safetensors), "
@@ -93,7 +93,7 @@ def default_spec(
         weights_files=weights_files,
         weights_source=WEIGHT_SOURCE,
         state_dict_shapes=shapes_table(ast_checkpoint_table(config)),
-        provenance="Gong et al. Interspeech 2021; transformers ASTModel (REFERENCE §4.3)",
+        provenance="Gong et al. Interspeech 2021; transformers ASTModel (docs/extractors.md)",
         options=(("hop_frames", str(hop_frames)), ("pooling", pooling)),
     )
 

@@ -1,7 +1,7 @@
 """C3D (Sports-1M layout) clip embeddings: fc7 (default) or fc6 after ReLU, 4096-d per 16-frame clip.
 
-Architecture, key table and the AV-GZSL preprocessing follow REFERENCE §4.2; the benchmark-mode quirks
-(BGR input, the colour wrap-inversion of ``ToPILImage`` on float tensors) follow §2.2 and §2.7.
+Architecture, key table and the AV-GZSL preprocessing follow docs/extractors.md; the benchmark-mode quirks
+(BGR input, the colour wrap-inversion of ``ToPILImage`` on float tensors) follow docs/reference-defects.md.
 
 Modes:
 - ``benchmark``: 25 fps chosen like FFmpeg's ``fps`` filter (the published videos were converted to 25 fps
@@ -31,20 +31,20 @@ from extractors.weights import is_random, load_strict, random_weights_id, uninit
 from extractors.windowing import FrameWindower, iter_frame_windows
 from pipeline.decode.types import FrameChunk
 
-FPS = 25.0  # REFERENCE §4.2 AV-GZSL step 1 (videos converted to 25 fps)
+FPS = 25.0  # docs/extractors.md AV-GZSL step 1 (videos converted to 25 fps)
 CLIP_FRAMES = 16
-RESIZE_HW = (128, 171)  # REFERENCE §4.2 step 3: Resize((128, 171))
+RESIZE_HW = (128, 171)  # docs/extractors.md step 3: Resize((128, 171))
 CROP = 112
 MEAN = (
     0.43216,
     0.394666,
     0.37645,
-)  # REFERENCE §4.2 step 3 (Kinetics statistics, applied to BGR as published)
+)  # docs/extractors.md step 3 (Kinetics statistics, applied to BGR as published)
 STD = (0.22803, 0.22145, 0.216989)
 WEIGHT_NAMES = ("c3d.pickle",)
 WEIGHT_SOURCE = "imagelab.ing.unimore.it/files/c3d_pytorch/c3d.pickle (DavideA/c3d-pytorch README)"
 
-_CONVS = {  # name -> (in, out); every conv is 3x3x3, padding 1 (REFERENCE §4.2 table)
+_CONVS = {  # name -> (in, out); every conv is 3x3x3, padding 1 (docs/extractors.md table)
     "conv1": (3, 64),
     "conv2": (64, 128),
     "conv3a": (128, 256),
@@ -58,7 +58,7 @@ _FCS = {"fc6": (8192, 4096), "fc7": (4096, 4096), "fc8": (4096, 487)}
 
 
 def expected_state_dict() -> dict[str, tuple[int, ...]]:
-    """The 22-tensor table of ``c3d.pickle`` (REFERENCE §4.2)."""
+    """The 22-tensor table of ``c3d.pickle`` (docs/extractors.md)."""
     table: dict[str, tuple[int, ...]] = {}
     for name, (cin, cout) in _CONVS.items():
         table[f"{name}.weight"] = (cout, cin, 3, 3, 3)
@@ -99,7 +99,7 @@ class C3DNet(nn.Module):
 
 
 def invert_wrap(frames_u8: torch.Tensor) -> torch.Tensor:
-    """The ``ToPILImage``-on-float colour wrap, (256 - v) mod 256, in integer arithmetic (REFERENCE §2.2)."""
+    """The ``ToPILImage``-on-float colour wrap, (256 - v) mod 256, in integer arithmetic (docs/reference-defects.md)."""
     return ((256 - frames_u8.to(torch.int16)) % 256).to(torch.uint8)
 
 
@@ -166,7 +166,7 @@ def default_spec(
         weights_files=WEIGHT_NAMES,
         weights_source=WEIGHT_SOURCE,
         state_dict_shapes=shapes_table(expected_state_dict()),
-        provenance="Tran et al. ICCV 2015; DavideA/c3d-pytorch; AV-GZSL scripts (REFERENCE §4.2, §2.2)",
+        provenance="Tran et al. ICCV 2015; DavideA/c3d-pytorch; AV-GZSL scripts (docs/extractors.md, docs/reference-defects.md)",
         options=(("layer", layer), ("hop", str(hop)), ("invert", str(invert)), ("bgr", str(bgr))),
         frame_rule=frame_rule,
     )

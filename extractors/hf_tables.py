@@ -2,7 +2,7 @@
 
 transformers 5 renames modules in memory (e.g. ``layers.0.attention.q_proj``) and converts names while
 loading and saving, so the in-memory state_dict is not the checkpoint's table. These tables follow the names
-in the published files (REFERENCE §4.3 key names; ViT uses the same encoder layout) and are what ``spec``
+in the published files (docs/extractors.md key names; ViT uses the same encoder layout) and are what ``spec``
 records; tests check them against what ``save_pretrained`` writes.
 """
 
@@ -53,14 +53,14 @@ def vit_checkpoint_table(config: ViTConfig, pooler: bool = True) -> dict[str, tu
 
 
 def ast_patches(config: ASTConfig) -> tuple[int, int]:
-    """(frequency, time) patch counts: 12 x 101 for 128 x 1024 inputs with stride 10 (REFERENCE §4.3)."""
+    """(frequency, time) patch counts: 12 x 101 for 128 x 1024 inputs with stride 10 (docs/extractors.md)."""
     f = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
     t = (config.max_length - config.patch_size) // config.time_stride + 1
     return f, t
 
 
 def ast_checkpoint_table(config: ASTConfig) -> dict[str, tuple[int, ...]]:
-    """``ASTForAudioClassification`` files (MIT/ast-finetuned-audioset-10-10-0.4593), REFERENCE §4.3 names."""
+    """``ASTForAudioClassification`` files (MIT/ast-finetuned-audioset-10-10-0.4593), docs/extractors.md names."""
     h, p = config.hidden_size, config.patch_size
     f, t = ast_patches(config)
     prefix = "audio_spectrogram_transformer."

@@ -1,6 +1,6 @@
 """Hugging Face image-processor settings applied batched on the model's device.
 
-transformers 5 image processors are torchvision-backed by default (REFERENCE §4.4: fast vs slow processors);
+transformers 5 image processors are torchvision-backed by default (docs/extractors.md: fast vs slow processors);
 this does the same operations (uint8 antialiased resize, optional centre crop, rescale, normalise) on a
 whole batch already on the model's device, instead of per image on the CPU. Values follow the processor's own
 config. The resize is :func:`extractors.resize.resize_u8`: on the CPU what torchvision computes there, and

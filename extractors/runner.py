@@ -1,6 +1,6 @@
 """Extract features for many videos with several extractors: one decode per video, batches across videos.
 
-Pipeline (DESIGN.md "Data flow", REFERENCE §6.2):
+Pipeline (docs/architecture.md, docs/architecture.md):
 - ``prefetch_videos`` decode threads each take the next job and run :func:`pipeline.decode.open_guarded`
   (a killable child process with a time limit; ``decode_isolation="none"`` decodes on the thread itself):
   audio once at the audio extractors' rate and path (benchmark-mode audio for GPU models at its native rate,

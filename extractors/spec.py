@@ -1,4 +1,4 @@
-"""What an extractor is, as data: the spec every extractor declares (DESIGN.md "Extractors").
+"""What an extractor is, as data: the spec every extractor declares (docs/architecture.md).
 
 Modelled on torchvision's ``Weights`` metadata: the spec carries everything that changes the output
 (sampling, windowing, preprocessing, mode, options and the identity of the weights), so a feature store can
@@ -36,7 +36,7 @@ class ExtractorSpec:
     weights_files: tuple[str, ...]  # expected file names, or a Hugging Face model id
     weights_source: str  # where users obtain the weights (nothing is downloaded)
     state_dict_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # expected keys -> shapes of the checkpoint
-    provenance: str  # paper / repository / REFERENCE section
+    provenance: str  # paper / repository / docs note
     options: tuple[tuple[str, str], ...] = ()  # resolved builder options that change the output
     # How the decoder must deliver the input (docs/benchmark-mode.md): visual extractors take each target's
     # frame by ``frame_rule`` (pipeline.decode.FRAME_RULES), audio ones get their waveform by ``audio_path``

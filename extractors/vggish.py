@@ -1,7 +1,7 @@
 """VGGish (AudioSet) embeddings: 0.96 s log-mel examples -> 128-d, with the PCA + uint8 benchmark variant.
 
-Constants, the log-mel pipeline, the network and its key table follow REFERENCE §4.1 (torchvggish); the
-variants follow §2.3/§2.4:
+Constants, the log-mel pipeline, the network and its key table follow docs/extractors.md (torchvggish); the
+variants follow docs/reference-defects.md:
 - ``tf``: pre-ReLU raw float embedding (what the TF model defines; the default in ``clean`` mode);
 - ``vf``: post-ReLU raw float (torch ports, video_features);
 - ``avgzsl``: post-ReLU -> AudioSet PCA -> clip [-2, 2] -> uint8 by truncation (the published AV-GZSL
@@ -38,7 +38,7 @@ from extractors.weights import (
 from extractors.windowing import audio_windows
 from pipeline.decode.types import AudioClip
 
-SAMPLE_RATE = 16000  # REFERENCE §4.1 constants
+SAMPLE_RATE = 16000  # docs/extractors.md constants
 STFT_WINDOW = 400  # 0.025 s
 STFT_HOP = 160  # 0.010 s
 FFT_LENGTH = 512  # 2 ** ceil(log2(400))
@@ -64,7 +64,7 @@ _FCS = ((0, 12288, 4096), (2, 4096, 4096), (4, 4096, EMBEDDING))
 
 
 def expected_state_dict() -> dict[str, tuple[int, ...]]:
-    """The 18-tensor table of ``vggish-10086976.pth`` (REFERENCE §4.1)."""
+    """The 18-tensor table of ``vggish-10086976.pth`` (docs/extractors.md)."""
     table: dict[str, tuple[int, ...]] = {}
     for index, cin, cout in _CONVS:
         table[f"features.{index}.weight"] = (cout, cin, 3, 3)
@@ -80,7 +80,7 @@ def hertz_to_mel(hz: torch.Tensor) -> torch.Tensor:
 
 
 def mel_matrix(dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(257, 64) HTK triangular weights built in the mel domain, DC row zeroed (REFERENCE §4.1 step 4)."""
+    """(257, 64) HTK triangular weights built in the mel domain, DC row zeroed (docs/extractors.md step 4)."""
     bins_mel = hertz_to_mel(torch.linspace(0.0, SAMPLE_RATE / 2, FFT_LENGTH // 2 + 1, dtype=torch.float64))
     lo, hi = hertz_to_mel(torch.tensor([MEL_MIN_HZ, MEL_MAX_HZ], dtype=torch.float64))
     edges = torch.linspace(float(lo), float(hi), MEL_BANDS + 2, dtype=torch.float64)
@@ -129,7 +129,7 @@ class VGGishNet(nn.Module):
 
 
 def quantize(embeddings: np.ndarray, eigen_vectors: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """AudioSet post-processing: PCA, clip to [-2, 2], scale to 0..255, uint8 by truncation (REFERENCE §2.3)."""
+    """AudioSet post-processing: PCA, clip to [-2, 2], scale to 0..255, uint8 by truncation (docs/reference-defects.md)."""
     pca = (embeddings.astype(np.float64) - means.reshape(1, -1)) @ eigen_vectors.T
     clipped = np.clip(pca, QUANT_MIN, QUANT_MAX)
     return ((clipped - QUANT_MIN) * (255.0 / (QUANT_MAX - QUANT_MIN))).astype(np.uint8)
@@ -199,7 +199,7 @@ def default_spec(mode: str, variant: str | None = None, hop_s: float = EXAMPLE_S
         weights_files=WEIGHT_NAMES + (PCA_NAMES if variant == "avgzsl" else ()),
         weights_source=WEIGHT_SOURCE + ("; PCA: " + PCA_SOURCE if variant == "avgzsl" else ""),
         state_dict_shapes=shapes_table(expected_state_dict()),
-        provenance="Hershey et al. ICASSP 2017; harritaylor/torchvggish (REFERENCE §4.1, §2.3, §2.4)",
+        provenance="Hershey et al. ICASSP 2017; harritaylor/torchvggish (docs/extractors.md, docs/reference-defects.md)",
         options=(("variant", variant), ("hop_s", f"{hop_s:g}")),
         audio_path="int16-resampy" if bench else "swresample",
     )
@@ -248,7 +248,7 @@ class VGGishExtractor(Extractor):
 def _load_vggish(weights) -> tuple[dict, Path]:
     path = resolve_file(weights, WEIGHT_NAMES, what="vggish weights", source=WEIGHT_SOURCE)
     state = load_checkpoint(path, what="vggish weights")
-    if any(key.startswith("fc.") for key in state):  # tcvrick port names (REFERENCE §4.1)
+    if any(key.startswith("fc.") for key in state):  # tcvrick port names (docs/extractors.md)
         state = {("embeddings." + k[3:] if k.startswith("fc.") else k): v for k, v in state.items()}
     check_state_dict(state, expected_state_dict(), what="vggish weights", path=path)
     return state, path
@@ -269,7 +269,7 @@ def build_vggish(
     """VGGish; ``weights`` = ``vggish-10086976.pth`` (or its folder) or ``"random"``.
 
     ``variant`` tf|vf|avgzsl (default per mode); ``pca_params`` defaults to a PCA file beside the weights;
-    ``hop_s`` is a multiple of 0.01 s (e.g. 0.32 to align with 16-frame 25 fps C3D clips, REFERENCE §4.1).
+    ``hop_s`` is a multiple of 0.01 s (e.g. 0.32 to align with 16-frame 25 fps C3D clips, docs/extractors.md).
     """
     variant = variant or ("avgzsl" if mode == "benchmark" else "tf")
     if variant not in VARIANTS:

@@ -1,6 +1,6 @@
 """ViT frame embeddings through transformers: one row per sampled frame.
 
-REFERENCE §4.4: ``ViTImageProcessor`` resizes to 224x224 (bilinear, no crop), rescales by 1/255 and normalises
+docs/extractors.md: ``ViTImageProcessor`` resizes to 224x224 (bilinear, no crop), rescales by 1/255 and normalises
 with mean = std = 0.5; ``pooler_output`` is tanh(dense(CLS)), a head not trained for retrieval, so pooling is
 an option: ``cls`` (CLS token after the final LayerNorm, default), ``mean`` (mean of patch tokens after the
 final LayerNorm) or ``pooler``. Weights: a local model folder (``save_pretrained`` layout) or a model id in
@@ -70,7 +70,7 @@ def default_spec(
         weights_files=weights_files,
         weights_source=WEIGHT_SOURCE,
         state_dict_shapes=shapes_table(vit_checkpoint_table(config)),
-        provenance="Dosovitskiy et al. ICLR 2021; transformers ViTModel (REFERENCE §4.4)",
+        provenance="Dosovitskiy et al. ICLR 2021; transformers ViTModel (docs/extractors.md)",
         options=(("pooling", pooling), ("fps", f"{fps:g}"), ("image_size", str(config.image_size))),
     )
 

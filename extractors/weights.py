@@ -1,6 +1,6 @@
 """Local weights only: find, load and strictly check checkpoints against a spec's key/shape table.
 
-REFERENCE §7.1: no extractor weights are downloadable here, so every loader takes a user-supplied local path
+docs/extractors.md: no extractor weights are downloadable here, so every loader takes a user-supplied local path
 (or a model already in the local Hugging Face cache) and a missing or mismatched file is an error that names
 the file, where to put it and where users get it. ``weights="random"`` is the only other choice, explicit.
 """

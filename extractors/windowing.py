@@ -1,7 +1,7 @@
 """Streaming window makers: decoded frames/audio -> model-sized raw windows with start/end seconds.
 
 Nothing here holds a whole video: frames are consumed chunk by chunk and only the frames of windows still
-being filled are kept (a C3D clip needs 16 frames, not the video; REFERENCE §5.4, §6.2).
+being filled are kept (a C3D clip needs 16 frames, not the video; docs/decoding.md, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class PtsResampler:
     """Resample a native-rate frame stream to ``fps`` by presentation timestamps, streaming.
 
     ``frame_rule`` as in :func:`pipeline.decode.plan_samples`: ``pts`` takes for t_k = t0 + k/fps the frame
-    displayed at t_k (last pts <= t_k, REFERENCE §5.4); ``ffmpeg`` takes for tick k the last frame whose
+    displayed at t_k (last pts <= t_k, docs/decoding.md); ``ffmpeg`` takes for tick k the last frame whose
     rounded pts*fps is <= k (FFmpeg's ``fps`` filter). Used when one decode at the native rate must serve
     extractors with different frame rates or rules. The stream's end is not in the chunks: the last frame
     is taken to last as long as the interval before it.
@@ -97,7 +97,7 @@ class FrameWindower:
     Row k covers frames [k*hop, k*hop + window); its times are t0 + index/fps on the sampling grid. The tail is
     kept: the last window is padded by repeating its last real frame and ``valid`` says how many are real
     (each extractor applies its own padding rule to the padded part, e.g. zeros in normalised space for the
-    AV-GZSL C3D recipe, REFERENCE §4.2 step 4). Windows stop once one reaches the last frame.
+    AV-GZSL C3D recipe, docs/extractors.md step 4). Windows stop once one reaches the last frame.
     """
 
     def __init__(self, window: int, hop: int, fps: float):
@@ -183,8 +183,8 @@ def audio_windows(
 ) -> Iterator[Window]:
     """Slice mono audio into windows of ``window_samples`` every ``hop_samples``.
 
-    Without ``pad_last`` only complete windows are made (VGGish: no padding, REFERENCE §4.1 step 3/5);
-    with it the last window is zero-padded and ``valid`` records the real samples (AST, REFERENCE §4.3).
+    Without ``pad_last`` only complete windows are made (VGGish: no padding, docs/extractors.md step 3/5);
+    with it the last window is zero-padded and ``valid`` records the real samples (AST, docs/extractors.md).
     Fewer than ``min_samples`` samples give no window at all (the caller reports ``too_short``).
     """
     samples = np.asarray(clip.samples, dtype=np.float32).reshape(-1)

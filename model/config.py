@@ -1,7 +1,7 @@
 """Typed training configuration: one registered model (AVCA, DAAN, TCaF), every reconstruction choice a switch.
 
-Defaults are AVCA's published UCF/main settings (REFERENCE §3.9). DAAN's own hyper-parameters are not
-published; everything under ``daan`` is our reconstruction (REFERENCE §3.4), so each ablation is one flag.
+Defaults are AVCA's published UCF/main settings (docs/avca.md). DAAN's own hyper-parameters are not
+published; everything under ``daan`` is our reconstruction (docs/daan.md), so each ablation is one flag.
 TCaF's section holds the reference code's model switches; its per-dataset values are the bundled
 ``*_tcaf.yaml`` configs (docs/tcaf.md).
 """
@@ -16,7 +16,7 @@ from pipeline.config import ConfigError, ConfigModel, set_dotted
 
 
 class AVCAConfig(ConfigModel):
-    """The AVCA embedding/reconstruction backbone shared by AVCA and DAAN (REFERENCE §3.5)."""
+    """The AVCA embedding/reconstruction backbone shared by AVCA and DAAN (docs/avca.md)."""
 
     token_dim: int = 300
     encoder_hidden: int = 512
@@ -71,7 +71,7 @@ class TCNConfig(ConfigModel):
 
 
 class CSGMConfig(ConfigModel):
-    """Contrastive sample-level gradient modulation of the encoders  [REC, REFERENCE §3.4]."""
+    """Contrastive sample-level gradient modulation of the encoders  [REC, docs/daan.md]."""
 
     mode: Literal["off", "batch", "sample"] = "sample"
     terms: Literal["optimisation", "convergence", "both"] = "both"
@@ -163,7 +163,7 @@ class TrainConfig(ConfigModel):
     daan: DAANConfig = DAANConfig()
     tcaf: TCaFConfig = TCaFConfig()
     decision_rule: Literal["visual", "mean", "sum_dist"] = Field(
-        "visual", description="embedding compared with class embeddings (REFERENCE §1.7); AVCA uses visual"
+        "visual", description="embedding compared with class embeddings (docs/benchmark.md); AVCA uses visual"
     )
     epochs: int = Field(50, ge=1)
     batches_per_epoch: int = Field(500, ge=1)

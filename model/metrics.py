@@ -1,4 +1,4 @@
-"""GZSL metrics with calibrated stacking (REFERENCE §1.5, §1.6).
+"""GZSL metrics with calibrated stacking (docs/benchmark.md).
 
 S and U are per-class mean recalls over seen and unseen test classes with all split classes as candidates;
 HM = 2SU / (S + U + eps); ZSL restricts videos and candidates to unseen classes. Calibrated stacking adds

@@ -1,4 +1,4 @@
-"""The two-stage AV-GZSL protocol shared by every model (REFERENCE §1.4-§1.6).
+"""The two-stage AV-GZSL protocol shared by every model (docs/benchmark.md).
 
 Stage 1 trains on ``train`` and evaluates ``val`` every epoch (beta sweep, first maximiser); the best epoch
 is the one with the highest val HM. Stage 2 re-initialises, trains on ``train_val`` for best_epoch + 1

@@ -2,13 +2,13 @@
 
 Every stage downstream keys its outputs by ``video_id``, so ids are unique, stable across machines and
 never a bare file stem: a path relative to the dataset root without its extension, or the benchmark's
-own id (REFERENCE §1.3). Problems found while building (missing files, excluded classes, files outside
+own id (docs/benchmark.md). Problems found while building (missing files, excluded classes, files outside
 class folders, files that are not media) are kept in ``problems`` and travel with the parquet file, so
 nothing is dropped silently: every file under a folder is either in the manifest or a problem that says
 why not (:data:`SKIPPED_KINDS`). Audio-only files are media too (audio extractors use them).
 
-Split names follow the AV-GZSL partition of videos (REFERENCE §1.2): the five sets below are disjoint,
-and the loader splits of §1.3 are unions of them (:data:`LOADER_SPLITS`).
+Split names follow the AV-GZSL partition of videos (docs/benchmark.md): the five sets below are disjoint,
+and the loader splits of docs/benchmark.md are unions of them (:data:`LOADER_SPLITS`).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class VideoManifest:
         return problems
 
     def summary(self) -> pd.DataFrame:
-        """Classes and videos per split (the shape of the REFERENCE §1.2 table)."""
+        """Classes and videos per split (the shape of the docs/benchmark.md table)."""
         split = self.table["split"].fillna("<none>")
         grouped = self.table.assign(split=split).groupby("split", sort=False)
         out = grouped.agg(classes=("label", "nunique"), videos=("video_id", "size")).reset_index()
@@ -286,7 +286,7 @@ class VideoManifest:
         features: str = "main",
         video_root: str | Path | None = None,
     ) -> VideoManifest:
-        """The videos of a real AV-GZSL benchmark split (REFERENCE §1.2–§1.3), one row per video.
+        """The videos of a real AV-GZSL benchmark split (docs/benchmark.md), one row per video.
 
         ``root`` may be the benchmark root (holding UCF/ActivityNet/VGGSound), a dataset folder, its
         class-split folder, or the split folder itself. Rows of each split are kept only if their class
@@ -332,7 +332,7 @@ def assign_gzsl_splits(
     val_unseen_test_fraction: float = 0.15,
     seed: int = 0,
 ) -> list[str]:
-    """Split videos into the five AV-GZSL sets from each class's role, mirroring REFERENCE §1.2.
+    """Split videos into the five AV-GZSL sets from each class's role, mirroring docs/benchmark.md.
 
     ``roles`` maps class -> "seen" (stage-1 training class), "val_unseen" (unseen in stage 1, trained on
     in stage 2) or "test_unseen". Seen classes' videos go to s1_train / s1_val_seen / s2_test_seen;
@@ -557,7 +557,7 @@ def _read_split(split_dir: Path, stem: str) -> tuple[pd.DataFrame, list[Manifest
 
 
 def _check_stage2_train(split_dir: Path, table: pd.DataFrame) -> list[ManifestProblem]:
-    """stage_2_train must be the union of the three stage-1 sets (REFERENCE §1.2); report any difference."""
+    """stage_2_train must be the union of the three stage-1 sets (docs/benchmark.md); report any difference."""
     csv = split_dir / "stage_2_train.csv"
     if not csv.is_file():
         return []

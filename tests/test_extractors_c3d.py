@@ -1,4 +1,4 @@
-"""C3D: key table, shape chain, clip counts on the samples, and each benchmark-mode quirk (REFERENCE §4.2, §2.2)."""
+"""C3D: key table, shape chain, clip counts on the samples, and each benchmark-mode quirk (docs/extractors.md, docs/reference-defects.md)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def test_prepare_on_the_gpu_equals_the_cpu_path():
 
 
 def _script_reference(frames_rgb: np.ndarray) -> torch.Tensor:
-    """The AV-GZSL UCF/VGGSound per-frame transform on BGR float frames (REFERENCE §4.2 step 3)."""
+    """The AV-GZSL UCF/VGGSound per-frame transform on BGR float frames (docs/extractors.md step 3)."""
     transform = T.Compose(
         [T.ToPILImage(), T.Resize((128, 171)), T.CenterCrop(112), T.ToTensor(), T.Normalize(MEAN, STD)]
     )

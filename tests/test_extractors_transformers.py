@@ -41,7 +41,7 @@ def ast_random():
 def test_ast_input_features_match_transformers_on_real_audio(sample_videos, ast_random, stem, windows):
     clip = AudioClip(sample_audio(str(sample_videos[stem])), 16000)
     made = list(ast_random.windows_from_audio(clip))
-    assert len(made) == windows  # 1,814 and 1,403 frames -> 2 windows of 1,024 (REFERENCE §4.7)
+    assert len(made) == windows  # 1,814 and 1,403 frames -> 2 windows of 1,024 (docs/extractors.md)
     assert made[1].start_s == pytest.approx(10.24) and made[1].valid < made[0].valid == 164_080
     ours = ast_random.prepare(made)
     assert ours.shape == (windows, 1024, 128)

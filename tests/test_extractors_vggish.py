@@ -15,7 +15,7 @@ from tests.extractor_helpers import sample_audio, save_zero_checkpoint
 
 
 def numpy_log_mel(wave: np.ndarray) -> np.ndarray:
-    """The published VGGish front-end written independently in float64 numpy (REFERENCE §4.1)."""
+    """The published VGGish front-end written independently in float64 numpy (docs/extractors.md)."""
     win, hop, nfft, sr = 400, 160, 512, 16000
     n_frames = 1 + (len(wave) - win) // hop
     frames = np.stack([wave[i * hop : i * hop + win] for i in range(n_frames)]).astype(np.float64)
@@ -73,7 +73,7 @@ def test_example_counts_on_samples(sample_videos, stem, examples):
 
 
 def test_short_audio_gives_no_example_and_custom_hop():
-    short = AudioClip(np.zeros(15599, np.float32), 16000)  # < 0.975 s (REFERENCE §4.1 step 5)
+    short = AudioClip(np.zeros(15599, np.float32), 16000)  # < 0.975 s (docs/extractors.md step 5)
     assert list(build_extractor("vggish", weights="random").windows_from_audio(short)) == []
     clip = AudioClip(np.zeros(16000 * 3, np.float32), 16000)
     hop = build_extractor("vggish", weights="random", hop_s=0.32)

@@ -1,4 +1,4 @@
-"""from_avgzsl on the REAL AV-GZSL split files: counts equal REFERENCE §1.2, ids follow §1.3."""
+"""from_avgzsl on the REAL AV-GZSL split files: counts and ids as docs/benchmark.md gives them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.manifest import LOADER_SPLITS, SPLITS, ManifestError, VideoManifest
 
-# (classes, videos) per split, REFERENCE §1.2; only s2_test_unseen differs between main and cls.
+# (classes, videos) per split, docs/benchmark.md; only s2_test_unseen differs between main and cls.
 COUNTS = {
     "UCF": [(30, 3174), (30, 353), (12, 1467), (42, 555)],
     "ActivityNet": [(99, 9204), (99, 1023), (51, 4307), (150, 1615)],
@@ -57,7 +57,7 @@ def test_split_structure_follows_the_protocol(avgzsl_root: Path) -> None:
     assert classes["s2_test_seen"] == classes["s1_train"] | classes["s1_val_unseen"]
     assert not classes["s2_test_unseen"] & classes["s2_test_seen"]
     stage2_train = table[table["split"].isin(LOADER_SPLITS["train_val"])]
-    assert len(stage2_train) == 4994  # = stage_2_train.csv, REFERENCE §1.2
+    assert len(stage2_train) == 4994  # = stage_2_train.csv, docs/benchmark.md
     # label_code is the index in the case-sensitively sorted all_class.txt
     all_classes = sorted((avgzsl_root / "UCF/class-split/all_class.txt").read_text().split())
     lower = {c.lower(): i for i, c in enumerate(all_classes)}

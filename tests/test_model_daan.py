@@ -78,7 +78,7 @@ def tiny_temporal():
 
 
 def hand_k(s_a: np.ndarray, s_v: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """REFERENCE §3.4 step 4, written out per sample."""
+    """docs/daan.md step 4, written out per sample."""
     k_a, k_v = np.ones_like(s_a), np.ones_like(s_v)
     for i in range(len(s_a)):
         rho = s_v[i] / s_a[i]

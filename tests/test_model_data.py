@@ -99,7 +99,7 @@ def test_published_h5_loader_split_semantics(avgzsl_root, ucf_h5, setting, unsee
     assert (len(s["val"].seen), len(s["val"].unseen)) == (30, 12)
     assert (len(s["train_val"].seen), len(s["train_val"].unseen)) == (42, 0)
     assert (len(s["test"].seen), len(s["test"].unseen)) == (42, unseen_test)
-    # REFERENCE §1.2 counts; one train video lacks visual features and is dropped *with a record*
+    # docs/benchmark.md counts; one train video lacks visual features and is dropped *with a record*
     assert len(s["train"]) == 3174 - 1
     assert len(s["val"]) == 353 + 1467
     assert len(s["train_val"]) == 4994 - 1
@@ -166,7 +166,7 @@ def test_published_indexing_reproduces_documented_mismatch(avgzsl_root):
     name_map = read_name_map(avgzsl_root / "UCF" / "class-split" / "ucf_w2v_class_names.csv")
     class_names, lists = read_class_split(avgzsl_root / "UCF" / "class-split", "main")
     wrong = set(published_mismatches(class_names, vectors, name_map))
-    # REFERENCE §2.1: UCF 79/101 overall, s1_train 23/30, s1_val_unseen 8/12, s2_test_seen 31/42, unseen 5/9
+    # docs/reference-defects.md: UCF 79/101 overall, s1_train 23/30, s1_val_unseen 8/12, s2_test_seen 31/42, unseen 5/9
     assert len(wrong) == 79
     counts = {k: sum(class_names[c] in wrong for c in lists[k]) for k in lists}
     assert counts["stage_2_test_seen"] == 31 and len(lists["stage_2_test_seen"]) == 42

@@ -1,4 +1,4 @@
-"""GZSL metrics and the calibration sweep against hand-computed cases (REFERENCE §1.5, §1.6)."""
+"""GZSL metrics and the calibration sweep against hand-computed cases (docs/benchmark.md)."""
 
 from __future__ import annotations
 

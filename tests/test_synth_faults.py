@@ -1,4 +1,4 @@
-"""The fault corpus: every file behaves as its name says when opened with PyAV (REFERENCE §5.3)."""
+"""The fault corpus: every file behaves as its name says when opened with PyAV (docs/decoding.md)."""
 
 from __future__ import annotations
 

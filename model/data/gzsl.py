@@ -2,7 +2,7 @@
 
 Sources (published h5/pkl layout, our feature stores, synthetic) all produce one :class:`StageData` per
 split folder (``stage_1_train`` ...) plus the class list of each folder; :func:`assemble` turns those into
-the four loader splits with exactly the semantics of the reference loaders (REFERENCE §1.3 "Loader splits").
+the four loader splits with exactly the semantics of the reference loaders (docs/benchmark.md "Loader splits").
 Features live in pre-loaded tensors so that batches are gathered by index, never built per sample.
 """
 
@@ -24,7 +24,7 @@ STAGE_FOLDERS = (
     "stage_2_test_unseen",
 )
 
-# loader split -> (folders read, seen class lists, unseen class lists)   (REFERENCE §1.3)
+# loader split -> (folders read, seen class lists, unseen class lists)   (docs/benchmark.md)
 LOADER_SPLITS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "train": (("stage_1_train",), ("stage_1_train",), ()),
     "val": (("stage_1_val_seen", "stage_1_val_unseen"), ("stage_1_val_seen",), ("stage_1_val_unseen",)),

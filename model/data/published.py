@@ -1,4 +1,4 @@
-"""Loader for the published ``avgzsl_benchmark_datasets`` layout (REFERENCE §1.3).
+"""Loader for the published ``avgzsl_benchmark_datasets`` layout (docs/benchmark.md).
 
 Averaged features: one ``<Class>.h5`` per class per split folder with ``data`` (N, D) and ``video_urls``
 (S80 bytes or vlen str). Temporal features (TCaF, root ``avgzsl_benchmark_non_averaged_datasets``): one

@@ -1,4 +1,4 @@
-"""The protocol's training pairs (REFERENCE §1.8), drawn for a whole epoch at once as index tensors.
+"""The protocol's training pairs (docs/benchmark.md), drawn for a whole epoch at once as index tensors.
 
 Each item is a positive video plus a negative video whose class is drawn uniformly from the *other*
 training classes. Batches are class-balanced with replacement (AVCA's ``WeightedRandomBatchSampler`` with

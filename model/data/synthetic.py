@@ -26,7 +26,7 @@ def make_synthetic(
     temporal_steps: int = 0,
     seed: int = 0,
 ) -> GZSLData:
-    """Build all five split folders the way the benchmark does (REFERENCE §1.2 structure).
+    """Build all five split folders the way the benchmark does (docs/benchmark.md structure).
 
     Seen classes split their videos 70/15/15 into stage_1_train / stage_1_val_seen / stage_2_test_seen;
     stage-1 unseen classes split 85/15 into stage_1_val_unseen / stage_2_test_seen (they are stage-2 seen);

@@ -10,7 +10,7 @@ Neither path clips: lossy codecs and resampling overshoot full scale on loud pea
 v_GGSY1Qvo990), the reference keeps those values and every front-end here takes any float.
 
 Used whatever the frame backend is: decord's audio corrupts a stereo channel and lags 17 samples after
-resampling (REFERENCE §5.2/§5.3).
+resampling (docs/decoding.md).
 """
 
 from __future__ import annotations

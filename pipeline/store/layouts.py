@@ -1,6 +1,6 @@
 """Export stores to, and import them from, the published AV-GZSL layouts and video_features npy files.
 
-Layouts (REFERENCE §1.3, §6.1):
+Layouts (docs/benchmark.md, docs/reference-defects.md):
 
 - ``h5`` (AVCA, averaged): ``<modality>/<split>/<Class>.h5`` with ``data`` (N, D) float32 (the pooled
   mean per video) and ``video_urls`` (variable-length UTF-8 strings; byte strings accepted on import).
@@ -46,7 +46,7 @@ GROUPED_LAYOUTS = ("h5", "pkl")  # audio and video side by side, read together b
 LAYOUT_DIRS = {"h5": "averaged", "pkl": "non_averaged", "npy": "npy"}
 IMPORT_MANIFEST = "manifest.parquet"
 EXPORT_INFO = "avzsl_export.json"  # in each layout folder: what made each modality (random weights or not)
-DEFAULT_FPS = 25  # what the published temporal files record (REFERENCE §1.3)
+DEFAULT_FPS = 25  # what the published temporal files record (docs/benchmark.md)
 VF_AUDIO_KEYS = ("vggish",)  # video_features' audio feature types; every other one is visual
 NPY_AUXILIARY = ("timestamps_ms", "window_s", "fps")  # per-video files beside the features, not features
 _IMPORT_SHARD_VIDEOS = 1000
@@ -233,7 +233,7 @@ def manifest_split(folder: str) -> str:
 
 
 def _with_stage2_train(rows: pd.DataFrame) -> pd.DataFrame:
-    """Add the published ``stage_2_train`` folder: every stage-1 video (REFERENCE §1.3 loader splits)."""
+    """Add the published ``stage_2_train`` folder: every stage-1 video (docs/benchmark.md loader splits)."""
     stage1 = rows[rows["split"].isin(STAGE2_TRAIN_FROM)]
     if stage1.empty or "s2_train" in set(rows["split"]):
         return rows

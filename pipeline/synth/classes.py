@@ -77,7 +77,7 @@ def design_classes(
 ) -> list[SynthClass]:
     """Choose ``n_classes`` attribute combinations and their roles, deterministically for ``seed``.
 
-    Class ids follow the sorted class names (as ``label_code`` does in AV-GZSL, REFERENCE §1.3).
+    Class ids follow the sorted class names (as ``label_code`` does in AV-GZSL, docs/benchmark.md).
     """
     counts = role_counts(n_classes, unseen_fraction, val_unseen_fraction)
     capacity = int(np.prod([len(v) for v in ATTRIBUTES.values()]))

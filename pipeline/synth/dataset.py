@@ -8,7 +8,7 @@ Output folder::
     classes.csv                             class_id, name, description, role, one column per attribute
     config.yaml, versions.json              what produced it
 
-Splits follow REFERENCE §1.2 (see :func:`pipeline.manifest.assign_gzsl_splits`): seen classes' videos in
+Splits follow docs/benchmark.md (see :func:`pipeline.manifest.assign_gzsl_splits`): seen classes' videos in
 s1_train / s1_val_seen / s2_test_seen, stage-1 validation unseen classes in s1_val_unseen (and a held-out
 part in s2_test_seen, since they are training classes in stage 2), final unseen classes in s2_test_unseen.
 Every clip's frames and audio are a pure function of (seed, class, clip index), so on one machine the files
@@ -168,7 +168,7 @@ def _build_manifest(root: Path, classes: list[SynthClass], config: SynthConfig) 
 
 
 def write_class_split(manifest: VideoManifest, class_split_dir: Path, setting: str = "main") -> None:
-    """The split as AV-GZSL split files (REFERENCE §1.3, UCF CSV columns), for tools that read that layout.
+    """The split as AV-GZSL split files (docs/benchmark.md, UCF CSV columns), for tools that read that layout.
 
     ``all_class.txt`` plus ``<setting>_split/stage_*.{txt,csv}``; ``stage_2_train`` is the union of the
     three stage-1 sets, as in the benchmark.

@@ -1,7 +1,7 @@
 """A small deterministic corpus of damaged and unusual media, one file per failure mode.
 
 Decoding, extraction and the Dask tasks must turn each of these into a typed outcome instead of a crash
-(REFERENCE §5.3); the corpus gives every test the same files. With ``source`` (e.g. a real sample video)
+(docs/decoding.md); the corpus gives every test the same files. With ``source`` (e.g. a real sample video)
 the good, truncated and stream-less variants derive from that file instead of a synthetic clip.
 """
 

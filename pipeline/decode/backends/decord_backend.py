@@ -7,7 +7,7 @@ decord's own timestamps are used.
 
 decord can hang forever in native code holding the GIL (decord#373) and misbehaves across forks
 (decord#294), so in a pipeline it runs inside :func:`pipeline.decode.guarded.open_guarded`'s child process,
-which creates the reader there. Its audio is not used (stereo corruption, 17-sample lag: REFERENCE §5.2/§5.3).
+which creates the reader there. Its audio is not used (stereo corruption, 17-sample lag: docs/decoding.md).
 """
 
 from __future__ import annotations
