@@ -29,6 +29,9 @@ TINY = [
     "train.models.avca.epochs=2",
     "train.models.avca.batches_per_epoch=3",
     "train.models.avca.batch_size=8",
+    "train.models.tcaf.epochs=2",
+    "train.models.tcaf.batches_per_epoch=3",
+    "train.models.tcaf.batch_size=8",
 ]
 
 
@@ -63,6 +66,11 @@ def test_demo_produces_every_output(demo_run: Path, capsys: pytest.CaptureFixtur
     assert "RANDOMLY INITIALISED" in (demo_run / "report" / "report.md").read_text()
     assert main(["evaluate", "--run", str(demo_run / "runs" / "daan")]) == 0
     assert "note: audio and visual features from RANDOMLY INITIALISED extractors" in capsys.readouterr().out
+    run_data = {
+        m: yaml.safe_load((demo_run / f"runs/{m}/latest/run.yaml").read_text())["data"]
+        for m in ("daan", "tcaf")
+    }
+    assert not run_data["daan"]["temporal"] and run_data["tcaf"]["temporal"]  # TCaF trains on the windows
     summary = json.loads((demo_run / "demo_summary.json").read_text())
     assert set(summary) == {"DAAN", "AVCA", "TCAF"} and all(
         0 <= v <= 100 for v in summary["DAAN"]["test"].values()
