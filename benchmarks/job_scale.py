@@ -442,7 +442,30 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     from benchmarks.report import command_line, write_section
 
-    write_section("job-scale", command_line(COMMAND, argv), body)
+    write_section("job-scale", command_line(COMMAND, argv), body, summary=summary_rows(results))
+
+
+def summary_rows(results: list[dict]) -> list:
+    """The issue's targets, for the largest size measured."""
+    from benchmarks.report import SummaryRow
+
+    r = max(results, key=lambda item: item["videos"])
+    n = f"{r['videos']:,} videos"
+    peak = max(r[run]["peak_rss_mb"] for run in ("fresh", "resume", "resume_run"))
+    index_mb = r["final_index_bytes"] / 1e6
+    return [
+        SummaryRow(
+            f"plan a fresh job, {n}", "< 10 CPU-s", f"{r['fresh']['cpu_s']:.1f}", r["fresh"]["cpu_s"] < 10
+        ),
+        SummaryRow(
+            f"resume a 90 %-done job to its first task, {n}",
+            "< 10 CPU-s",
+            f"{r['resume']['cpu_s']:.1f}",
+            r["resume"]["cpu_s"] < 10,
+        ),
+        SummaryRow(f"peak RSS of plan, resume and run, {n}", "< 1 GB", f"{peak:.0f} MB", peak < 1000),
+        SummaryRow(f"index on disk, {n}", "< 100 MB", f"{index_mb:.1f} MB", index_mb < 100),
+    ]
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import SummaryRow, markdown_table, write_section
 from extractors.base import Extractor, Window
 from extractors.spec import ExtractorSpec
 from extractors.windowing import FrameWindower, iter_frame_windows
@@ -230,7 +230,7 @@ def peak_rss(video: Path, scratch: Path) -> dict:
 PARTS = ("scaling", "store", "rss")
 
 
-def scaling_part(args: argparse.Namespace, scratch: Path) -> str:
+def scaling_part(args: argparse.Namespace, scratch: Path) -> tuple[str, list[SummaryRow]]:
     paths = clips(args.clips, args.seconds, 320, 240)
     runs = {
         (isolation, n): videos_per_second(paths, n, scratch, args.shard_size, isolation)
@@ -245,6 +245,12 @@ def scaling_part(args: argparse.Namespace, scratch: Path) -> str:
         for (iso, n), (rate, busy) in runs.items()
     ]
     guarded, plain = ratio["process"], ratio["none"]
+    summary = [
+        SummaryRow(
+            f"extract speed-up, 1 -> 2 workers, decode isolation {iso}", ">= 1.7x", f"{r:.2f}x", r >= 1.7
+        )
+        for iso, r in (("process", guarded), ("none", plain))
+    ]
     return (
         f"**Worker scaling** ({args.clips} clips of {args.seconds:g} s, 320x240 H.264, every frame decoded, "
         "parameter-free 16-frame colour-statistics extractor; shards of "
@@ -270,18 +276,28 @@ def scaling_part(args: argparse.Namespace, scratch: Path) -> str:
         "other jobs included). With `process` one worker already keeps more than one core busy, because its "
         "decode child decodes the next frames while the worker cuts and embeds the last ones, so a second "
         "worker can only add what is left of the cores; `videos per core-s` staying level from 1 to 2 workers "
-        "shows the workers themselves scale without loss."
+        "shows the workers themselves scale without loss.",
+        summary,
     )
 
 
-def store_part(args: argparse.Namespace, scratch: Path) -> str:
+def store_part(args: argparse.Namespace, scratch: Path) -> tuple[str, list[SummaryRow]]:
     payload = build_store(scratch / "store", args.videos, 100, 128)
     pooled_s, count = pooled_read_seconds(scratch / "store")
     naive_s = naive_read_seconds(scratch / "store")
     shards = sum(p.stat().st_size for p in (scratch / "store/shards").iterdir())
     index = sum(p.stat().st_size for p in (scratch / "store/index").iterdir())
     arrays = sum(payload.values())
-    return "\n\n".join(
+    summary = [
+        SummaryRow(f"pooled read of {count} videos", "< 1 s", f"{pooled_s:.2f} s", pooled_s < 1),
+        SummaryRow(
+            "shard bytes over the arrays they hold",
+            "<= 1.05",
+            f"{shards / arrays:.4f}",
+            shards / arrays <= 1.05,
+        ),
+    ]
+    text = "\n\n".join(
         [
             f"**Pooled read** of {count} videos (100 shards, D=128, 4-12 rows each), best of 3, "
             "opening the store and reading its index included:\n\n"
@@ -309,14 +325,23 @@ def store_part(args: argparse.Namespace, scratch: Path) -> str:
             f"{shards / payload['features']:.3f}x (timestamps and the pooled view are the extra).",
         ]
     )
+    return text, summary
 
 
-def rss_part(args: argparse.Namespace, scratch: Path) -> str:
+def rss_part(args: argparse.Namespace, scratch: Path) -> tuple[str, list[SummaryRow]]:
     short = clips(1, 60.0, 64, 48)[0]
     long = clips(1, args.long_minutes * 60.0, 64, 48)[0]
     rss = {"1 min": peak_rss(short, scratch), f"{args.long_minutes:g} min": peak_rss(long, scratch)}
     lengths = list(rss)
     rss_ratio = rss[lengths[1]]["self_mb"] / rss[lengths[0]]["self_mb"]
+    summary = [
+        SummaryRow(
+            f"peak RSS of one extraction, {lengths[1]} over {lengths[0]} video",
+            "does not grow (<= 1.1x)",
+            f"{rss_ratio:.2f}x",
+            rss_ratio <= 1.1,
+        )
+    ]
     return (
         "**Peak RSS** of one extraction process (cluster none: the same task code a worker runs), "
         "64x48 25 fps clips:\n\n"
@@ -329,7 +354,8 @@ def rss_part(args: argparse.Namespace, scratch: Path) -> str:
         )
         + f"\n\nLong / short process peak: {rss_ratio:.2f}x (must not grow with length). RSS before = after "
         "importing torch and the extraction code. The largest child is the decode forkserver or a decode "
-        "child (it shares pages with its parent, so peaks are not additive)."
+        "child (it shares pages with its parent, so peaks are not additive).",
+        summary,
     )
 
 
@@ -353,12 +379,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     measure = {"scaling": scaling_part, "store": store_part, "rss": rss_part}
     with tempfile.TemporaryDirectory() as tmp:
-        body = "\n\n".join(measure[part](args, Path(tmp)) for part in PARTS if part in args.parts)
+        parts = [measure[part](args, Path(tmp)) for part in PARTS if part in args.parts]
+    body = "\n\n".join(text for text, _ in parts)
+    summary = [row for _, rows in parts for row in rows]
     print(body)
     if set(args.parts) == set(PARTS):
-        write_section("scale", COMMAND, body)
+        write_section("scale", COMMAND, body, summary=summary)
     else:  # a partial run gets its own section rather than replacing the full one
-        write_section(f"scale-{'-'.join(args.parts)}", f"{COMMAND} --parts {' '.join(args.parts)}", body)
+        name = f"scale-{'-'.join(args.parts)}"
+        write_section(name, f"{COMMAND} --parts {' '.join(args.parts)}", body, summary=summary)
 
 
 if __name__ == "__main__":

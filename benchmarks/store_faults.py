@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 
 import pipeline.store.shard as shard_module
-from benchmarks.report import command_line, markdown_table, write_section
+from benchmarks.report import SummaryRow, command_line, markdown_table, write_section
 from pipeline.decode import Outcome, probe
 from pipeline.manifest import VideoManifest
 from pipeline.store import FeatureStore, StoreBusy, StoreLease, compact_store, repair_store, verify_store
@@ -447,7 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         f"also ended with the run reporting the right state (exit status, listings). Total "
         f"{time.perf_counter() - started:.0f} s. Guarantees: docs/store.md.\n\n{table}"
     )
-    write_section("store-faults", command_line(COMMAND, argv), body)
+    lost = sum(r.lost for r in rows)
+    survived, tried = sum(r.survived for r in rows), sum(r.tried for r in rows)
+    summary = [
+        SummaryRow(f"store faults: videos lost over {len(rows)} kinds of fault", "0", str(lost), lost == 0),
+        SummaryRow(
+            "store faults: trials ending in the right state",
+            f"{tried} of {tried}",
+            f"{survived} of {tried}",
+            survived == tried,
+        ),
+    ]
+    write_section("store-faults", command_line(COMMAND, argv), body, summary=summary)
     print(table)
     return 0 if all(r.lost == 0 and r.survived == r.tried for r in rows) else 1
 
