@@ -73,6 +73,8 @@ def _protocol(
         "lost_classes": data.lost_classes,
         "notes": list(data.notes),
     }
+    if note := beta_at_sweep_end(config.beta_grid, val_scores.beta):
+        metrics["notes"].append(note)
     if config.stages == "stage1":
         metrics["notes"].append("stage 1 only: numbers are validation numbers")
         _write_json(out / "metrics.json", metrics)
@@ -89,6 +91,18 @@ def _protocol(
     metrics.update(test_metrics(test_scores, data))
     _write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def beta_at_sweep_end(grid: tuple[float, float, int], beta: float) -> str | None:
+    """A note when validation chose the sweep's largest beta: HM may still rise beyond it, so the sweep (the
+    published one, 0 to 3) decided the calibration rather than the data."""
+    lo, hi, count = grid
+    if count < 2 or beta < hi:
+        return None
+    return (
+        f"calibration chose beta {beta:g}, the largest of the sweep {lo:g}..{hi:g}: validation HM may rise "
+        f"beyond it; widen the sweep (train.beta_grid, e.g. [{lo:g}, {2 * hi:g}, {2 * count - 1}]) to check"
+    )
 
 
 def evaluate_model(trainer: StageTrainer, data: GZSLData, beta: float) -> GZSLScores:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model.metrics import beta_grid, calibrate, gzsl_scores, harmonic_mean, predict
+from model.protocol import beta_at_sweep_end
 
 # 4 classes: 0, 1 seen; 2, 3 unseen. Class 4 exists globally but is outside the split.
 SEEN, UNSEEN = [0, 1], [2, 3]
@@ -90,3 +91,12 @@ def test_calibration_picks_first_maximiser_and_returns_curve():
 def test_calibration_rejects_empty_grid():
     with pytest.raises(ValueError, match="empty beta grid"):
         calibrate(dist([[0.0, 1.0, 1.0, 1.0]]), torch.tensor([0]), SEEN, UNSEEN, [])
+
+
+def test_note_when_calibration_stops_at_the_sweeps_end():
+    grid = (0.0, 3.0, 16)
+    last = float(beta_grid(*grid)[-1])
+    note = beta_at_sweep_end(grid, last)
+    assert note is not None and "beta 3" in note and "train.beta_grid" in note
+    assert beta_at_sweep_end(grid, float(beta_grid(*grid)[-2])) is None
+    assert beta_at_sweep_end((0.0, 0.0, 1), 0.0) is None  # one fixed beta: nothing was swept
