@@ -96,13 +96,15 @@ def summary_table(sections: str) -> str:
     rows = []
     for section in re.finditer(r"<!-- bench:(\S+) -->\n(.*?)<!-- /bench:\1 -->", sections, re.S):
         name = section[1]
+        command = re.search(r"^Reproduce: `(.*?)`", section[2], re.M)
+        where = f"`{command[1]}` ([{name}](#{anchor(name)}))" if command else f"[{name}](#{anchor(name)})"
         for tag in ROW_TAG.finditer(section[2]):
             row = SummaryRow(**json.loads(tag[1]))
             met = {True: "yes", False: "**no**", None: "-"}[row.met]
-            rows.append([row.what, row.target, row.measured, met, f"[{name}](#{anchor(name)})"])
+            rows.append([row.what, row.target, row.measured, met, where])
     if not rows:
         return "No summary rows yet: each benchmark adds its own when it writes its section."
-    return markdown_table(["what", "target", "measured", "met", "section"], rows)
+    return markdown_table(["what", "target", "measured", "met", "command (section)"], rows)
 
 
 def anchor(name: str) -> str:

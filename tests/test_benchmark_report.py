@@ -12,10 +12,10 @@ def test_summary_table_follows_the_sections(tmp_path: Path) -> None:
     write_section("decode", "cmd a", "text", md, [SummaryRow("decode every frame", ">= 0.8x", "0.82x", True)])
     write_section("train", "cmd b", "more", md, [SummaryRow("epoch vs public", "<= 0.5", "0.57", False)])
     text = md.read_text()
-    assert text.index("| decode every frame | >= 0.8x | 0.82x | yes | [decode](#decode) |") < text.index(
-        "## decode"
-    )
-    assert "| epoch vs public | <= 0.5 | 0.57 | **no** | [train](#train) |" in text
+    assert text.index(
+        "| decode every frame | >= 0.8x | 0.82x | yes | `cmd a` ([decode](#decode)) |"
+    ) < text.index("## decode")
+    assert "| epoch vs public | <= 0.5 | 0.57 | **no** | `cmd b` ([train](#train)) |" in text
     # rewriting one section replaces its rows, keeps the other's, and leaves one summary table
     write_section("decode", "cmd a", "text", md, [SummaryRow("decode every frame", ">= 0.8x", "0.85x", True)])
     text = md.read_text()
