@@ -51,21 +51,24 @@ class FrameBlock:
     def __init__(self) -> None:
         self._planes: list[list[np.ndarray]] = []
         self._first: av.AudioFrame | None = None
+        self._key: tuple[str, str, int] | None = None
+        self._layout: tuple[np.dtype, int] | None = None  # frame_layout of the first frame
         self.samples = 0
 
     def accepts(self, frame: av.AudioFrame) -> bool:
         """Whether ``frame`` continues this block (an empty block accepts anything)."""
-        return self._first is None or _key(self._first) == _key(frame)
+        return self._key is None or self._key == _key(frame)
 
     @property
     def full(self) -> bool:
         return self.samples >= BLOCK_SAMPLES
 
     def add(self, frame: av.AudioFrame) -> None:
-        if not self.accepts(frame):
+        if self._first is None:
+            self._first, self._key, self._layout = frame, _key(frame), frame_layout(frame)
+        elif not self.accepts(frame):
             raise ValueError("a block holds frames of one format, layout and rate; take() it first")
-        self._first = self._first or frame
-        self._planes.append(frame_planes(frame))
+        self._planes.append(plane_views(frame, *self._layout))  # same format as the first: not asked again
         self.samples += frame.samples
 
     def take(self) -> Block | None:
@@ -74,13 +77,10 @@ class FrameBlock:
             return None
         width = sum(planes[0].size for planes in self._planes)
         array = np.empty((len(self._planes[0]), width), dtype=self._planes[0][0].dtype)
-        at = 0
-        for planes in self._planes:
-            for row, plane in zip(array, planes, strict=True):
-                row[at : at + plane.size] = plane
-            at += planes[0].size
+        for row, channel in zip(array, zip(*self._planes, strict=True), strict=True):
+            np.concatenate(channel, out=row)
         first = self._first
-        block = Block(array, *_key(first), first.pts, first.time_base)
+        block = Block(array, *self._key, first.pts, first.time_base)
         self.__init__()
         return block
 
@@ -88,9 +88,19 @@ class FrameBlock:
 def frame_planes(frame: av.AudioFrame) -> list[np.ndarray]:
     """The rows of ``frame.to_ndarray()`` as views of the frame's own buffers (no copy; they keep the frame
     alive)."""
-    dtype = np.dtype(DTYPES[frame.format.packed.name])
-    count = frame.samples if frame.format.is_planar else frame.samples * len(frame.layout.channels)
-    return [np.frombuffer(plane, dtype=dtype, count=count) for plane in frame.planes]
+    return plane_views(frame, *frame_layout(frame))
+
+
+def frame_layout(frame: av.AudioFrame) -> tuple[np.dtype, int]:
+    """The numpy dtype of ``frame``'s samples and how many of them one plane holds per sample time (the
+    channels of a packed format, 1 for a planar one)."""
+    return np.dtype(DTYPES[frame.format.packed.name]), 1 if frame.format.is_planar else len(
+        frame.layout.channels
+    )
+
+
+def plane_views(frame: av.AudioFrame, dtype: np.dtype, per_sample: int) -> list[np.ndarray]:
+    return [np.frombuffer(plane, dtype, frame.samples * per_sample) for plane in frame.planes]
 
 
 def _key(frame: av.AudioFrame) -> tuple[str, str, int]:
