@@ -5,7 +5,8 @@
 Dask workers and ``avzsl extract`` subprocesses need this folder on PYTHONPATH. Features are cheap
 statistics of really decoded frames (4 fps) or audio (0.5 s blocks), so every fault outcome of
 ``pipeline.decode`` reaches the store. Environment switches drive the fault tests:
-``FAKE_SLEEP_S`` (seconds per video), ``FAKE_CRASH_ON`` (the runner raises on a video whose id contains
+``FAKE_SLEEP_S`` (seconds per video), ``FAKE_STARTED_MARKER`` (a path created when a worker starts a video),
+``FAKE_CRASH_ON`` (the runner raises on a video whose id contains
 it) and ``FAKE_KILL_MARKER`` (a path: the first worker process that meets a video whose id contains
 "kill" creates it and SIGKILLs itself).
 """
@@ -106,6 +107,8 @@ def extract_videos(
 
 
 def _faults(job: VideoJob) -> None:
+    if started := os.environ.get("FAKE_STARTED_MARKER"):
+        Path(started).touch()
     delay = float(os.environ.get("FAKE_SLEEP_S", "0") or 0)
     if delay:
         time.sleep(delay)

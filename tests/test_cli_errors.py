@@ -186,27 +186,23 @@ def test_ctrl_c_on_a_local_dask_cluster_prints_no_traceback(clips: Path, tmp_pat
                "--extractor", "visual", "--weights", "random", "--cluster", "local", "--workers", "1",
                "--shard-size", "1", "--builder", "extract_fakes:build",
                "--runner", "extract_fakes:extract_videos", "--no-progress"]  # fmt: skip
-    env = dict(os.environ, FAKE_SLEEP_S="2")  # 4 videos, one per task: 8 s of work
+    marker = tmp_path / "a video started"
+    # 4 videos, one per task, 10 s each: the Ctrl-C lands while the worker is busy, however loaded the machine
+    env = dict(os.environ, FAKE_SLEEP_S="10", FAKE_STARTED_MARKER=str(marker))
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     lines: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if "Dask dashboard" in line:
-                started.set()
-
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout))  # type: ignore[arg-type]
     reader.start()
     try:
-        assert started.wait(180), "".join(lines)
-        time.sleep(2)  # the worker is busy with the first videos
+        deadline = time.monotonic() + 180
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "".join(lines)
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130
+        assert proc.wait(timeout=120) == 130, "".join(lines)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
