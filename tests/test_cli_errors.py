@@ -180,6 +180,14 @@ def test_dry_run_checks_the_videos_and_classes(tmp_path: Path, capsys: pytest.Ca
 
 
 # ------------------------------------------------------------------------------------------------ Ctrl-C
+def _terminal_job() -> None:
+    """In the child before exec: a process group of its own, with Ctrl-C handled as a terminal's foreground job
+    handles it. A job started in the background by a non-interactive shell (a CI script's ``cmd &``) inherits
+    SIGINT ignored, and Python then leaves it ignored: the Ctrl-C under test would never arrive."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_a_local_dask_cluster_prints_no_traceback(clips: Path, tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: only the client reacts, the workers stay quiet."""
     command = [str(VENV_BIN / "avzsl"), "extract", "--videos", str(clips), "--out", str(tmp_path / "out"),
@@ -191,7 +199,12 @@ def test_ctrl_c_on_a_local_dask_cluster_prints_no_traceback(clips: Path, tmp_pat
     env = dict(os.environ, FAKE_SLEEP_S="10", FAKE_STARTED_MARKER=str(marker))
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_terminal_job,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout))  # type: ignore[arg-type]
