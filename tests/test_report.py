@@ -10,8 +10,10 @@ import matplotlib.pyplot as plt
 import pytest
 
 from pipeline.config import ConfigError
+from workflows.commands.demo import note_lines
 from workflows.report import (
     MAX_COLUMNS,
+    RunResult,
     calibration_figure,
     csgm_figure,
     curves_figure,
@@ -179,3 +181,12 @@ def test_a_folder_of_runs_means_its_latest_run(tmp_path: Path) -> None:
     run = load_run(tmp_path / "runs" / "daan")
     assert run.name == "daan" and run.metrics["HM"] == 30.0
     assert load_run(tmp_path / "runs" / "daan" / "latest").name == "daan"
+
+
+def test_demo_prints_shared_notes_once_and_the_others_under_their_run() -> None:
+    random = "features from RANDOMLY INITIALISED extractors"
+    runs = [
+        RunResult("DAAN", {}, {}, notes=[random, "calibration chose beta 3"]),
+        RunResult("AVCA", {}, {}, notes=[random]),
+    ]
+    assert note_lines(runs) == [f"note: {random}", "note (DAAN): calibration chose beta 3"]

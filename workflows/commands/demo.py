@@ -9,7 +9,7 @@ from pathlib import Path
 
 from workflows.build import model_runs
 from workflows.cli import add_overrides_argument
-from workflows.report import load_run, results_table
+from workflows.report import RunResult, load_run, results_table
 from workflows.runner import load_workflow, run_workflow
 
 
@@ -32,9 +32,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [load_run(model_runs(workdir, name), name=name.upper()) for name in config.train.models]
     print()
     print(results_table(runs))
-    for run_result in runs[:1]:
-        for note in run_result.notes:
-            print(f"note: {note}")
+    for line in note_lines(runs):
+        print(line)
     print(
         f"demo finished in {time.perf_counter() - began:.0f} s; report: {workdir / 'report' / 'report.html'}"
     )
@@ -42,3 +41,10 @@ def run(args: argparse.Namespace) -> int:
         json.dumps({r.name: {"test": r.metrics, "chance": r.chance} for r in runs}, indent=2) + "\n"
     )
     return 0
+
+
+def note_lines(runs: list[RunResult]) -> list[str]:
+    """The runs' notes: those every run carries once, the others under the run they belong to."""
+    shared = [note for note in runs[0].notes if all(note in r.notes for r in runs)] if runs else []
+    own = [f"note ({r.name}): {note}" for r in runs for note in r.notes if note not in shared]
+    return [f"note: {note}" for note in shared] + own
