@@ -188,6 +188,7 @@ def _terminal_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_local_dask_cluster_prints_no_traceback(clips: Path, tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: only the client reacts, the workers stay quiet."""
     command = [str(VENV_BIN / "avzsl"), "extract", "--videos", str(clips), "--out", str(tmp_path / "out"),

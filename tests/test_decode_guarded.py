@@ -103,6 +103,7 @@ def test_a_child_that_finished_cleanly_serves_the_next_video(corpus):
     assert fresh._process.pid != first._process.pid and not fresh._process.is_alive()
 
 
+@pytest.mark.slow
 def test_a_child_that_hung_or_was_stopped_early_is_never_reused(corpus):
     with open_guarded(corpus["ok"], chunk_frames=4, backend="hang-test", timeout_s=1.5) as hung:
         list(hung.frames())

@@ -54,6 +54,7 @@ def test_streaming_peak_memory_is_bounded(long_clip, backend):
     assert result["growth_mb"] < BOUND_MB, result
 
 
+@pytest.mark.slow
 def test_chunks_are_bounded_and_fresh(long_clip):
     from pipeline.decode import iter_frames
 

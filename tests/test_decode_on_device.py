@@ -43,6 +43,7 @@ def _cpu_path(path, rule):
     return np.concatenate([c.frames for c in chunks]), np.concatenate([c.source_index for c in chunks])
 
 
+@pytest.mark.slow
 @needs_torchcodec
 @pytest.mark.parametrize("rule", ["ffmpeg", "pts"])
 def test_torchcodec_on_the_cpu_gives_the_pyav_frames(sample_videos, rule):

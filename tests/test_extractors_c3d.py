@@ -191,6 +191,7 @@ def test_last_clip_padding_per_mode(c3d_bench):
     assert torch.equal(clean[:, 15], clean[:, 4])  # clean mode repeats the last real frame
 
 
+@pytest.mark.slow
 def test_forward_shape_and_row_order_across_frame_sizes(c3d_bench):
     a = Window(torch.randint(0, 256, (16, 60, 80, 3), dtype=torch.uint8), 0.0, 0.64, 16)
     b = Window(torch.randint(0, 256, (16, 90, 70, 3), dtype=torch.uint8), 0.64, 1.28, 16)

@@ -166,6 +166,7 @@ def test_generic_extractor_image_and_audio_models(tmp_path):
         build_extractor("hf", weights="random")
 
 
+@pytest.mark.slow
 def test_autocast_bf16_on_cpu_agrees_with_float32():
     """Stated tolerance: bf16 keeps 8 mantissa bits, so rows agree to cosine >= 0.99 and 5 % relative L2."""
     fp32 = build_extractor("vggish", weights="random", variant="tf")

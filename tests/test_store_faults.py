@@ -502,6 +502,7 @@ def _contend(path: str, barrier, results, trials: int) -> None:
         barrier.wait()  # released
 
 
+@pytest.mark.slow
 def test_a_stale_lease_is_taken_over_by_exactly_one_of_many(tmp_path: Path) -> None:
     processes, trials = 12, 20
     dead = subprocess.run(

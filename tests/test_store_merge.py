@@ -205,6 +205,7 @@ def test_a_kill_mid_merge_leaves_a_valid_store(store: FeatureStore, where: str, 
     assert_whole(store, records, index)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_of_merging_loses_nothing(store: FeatureStore, tmp_path: Path) -> None:
     for task in range(120):
         commit_task(store, task, videos=2)
