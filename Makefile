@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-# The inner loop: everything but the end-to-end tests marked slow (under 2 minutes on 2 cores).
+# The inner loop: everything but the tests marked slow (under 2 minutes on 2 cores).
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
