@@ -9,22 +9,10 @@ import pytest
 import torch
 
 from model.config import RunConfig, TrainConfig
-from model.data.synthetic import make_synthetic
 from model.trainer import Batch, StageTrainer
 from tests.avca_reference import ReferenceAVCA, copy_into_reference, reference_name
+from tests.model_helpers import SMALL_AVCA, tiny_gzsl
 
-SMALL = {
-    "token_dim": 24,
-    "encoder_hidden": 20,
-    "projector_hidden": 20,
-    "dim_out": 8,
-    "heads": 2,
-    "dim_head": 6,
-    "mlp_dim": 12,
-    "embedding_dropout": 0.0,
-    "decoder_dropout": 0.0,
-    "additional_dropout": 0.0,
-}
 BATCH, STEPS = 12, 4
 BN_ONLY_PASSES = ("rec_projection_pass", "extra_embedding_pass")
 
@@ -33,22 +21,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=5,
-        visual_dim=7,
-        embedding_dim=6,
-        seed=3,
-    )
+    return tiny_gzsl(seed=3)
 
 
 def avca_config(preset: str, momentum: float, fast_paths: bool) -> TrainConfig:
     """The preset's training switches on a small AVCA (pos_emb1D frozen, as the reference leaves it)."""
     train = RunConfig().with_preset(preset).train
-    avca = {**train.avca.to_dict(), **SMALL, "bn_momentum": momentum, "pos_emb_trainable": False}
+    avca = {**train.avca.to_dict(), **SMALL_AVCA, "bn_momentum": momentum, "pos_emb_trainable": False}
     return TrainConfig.from_dict(
         {**train.to_dict(), "avca": avca, "batch_size": BATCH, "device": "cpu", "fast_paths": fast_paths}
     )

@@ -14,23 +14,9 @@ import torch
 from model.config import CSGMConfig, TrainConfig
 from model.csgm import CSGM
 from model.daan import QDMA
-from model.data.synthetic import make_synthetic
 from model.losses import avca_loss
 from model.trainer import StageTrainer
-
-SMALL = {
-    "token_dim": 24,
-    "encoder_hidden": 20,
-    "projector_hidden": 20,
-    "dim_out": 8,
-    "heads": 2,
-    "dim_head": 6,
-    "mlp_dim": 12,
-    "embedding_dropout": 0.0,
-    "decoder_dropout": 0.0,
-    "additional_dropout": 0.0,
-}
-
+from tests.model_helpers import SMALL_AVCA, tiny_gzsl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tiny_config(**train) -> TrainConfig:
     base = {
         "model": "daan",
-        "avca": SMALL,
+        "avca": SMALL_AVCA,
         "epochs": 1,
         "batches_per_epoch": 2,
         "batch_size": 8,
@@ -50,31 +36,12 @@ def tiny_config(**train) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=5,
-        visual_dim=7,
-        embedding_dim=6,
-        seed=3,
-    )
+    return tiny_gzsl(seed=3)
 
 
 @pytest.fixture(scope="module")
 def tiny_temporal():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=5,
-        visual_dim=7,
-        embedding_dim=6,
-        temporal_steps=4,
-        seed=4,
-    )
+    return tiny_gzsl(seed=4, temporal_steps=4)
 
 
 def hand_k(s_a: np.ndarray, s_v: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -274,8 +241,8 @@ SWITCHES = [
     {"daan": {"align": "off"}},
     {"decision_rule": "mean"},
     {"decision_rule": "sum_dist"},
-    {"model": "avca", "avca": {**SMALL, "pos_emb_trainable": True, "extra_embedding_pass": True}},
-    {"avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
+    {"model": "avca", "avca": {**SMALL_AVCA, "pos_emb_trainable": True, "extra_embedding_pass": True}},
+    {"avca": {**SMALL_AVCA, "extra_embedding_pass": True, "rec_projection_pass": True}},
 ]
 
 

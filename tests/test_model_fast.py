@@ -14,28 +14,15 @@ from model import fast, layers, losses
 from model.avca import AVCA, Attention
 from model.config import TrainConfig
 from model.daan import DAAN, QDMA, TCN, over_time
-from model.data.synthetic import make_synthetic
 from model.layers import Branch
 from model.trainer import StageTrainer, build_model
-
-SMALL = {
-    "token_dim": 24,
-    "encoder_hidden": 20,
-    "projector_hidden": 20,
-    "dim_out": 8,
-    "heads": 2,
-    "dim_head": 6,
-    "mlp_dim": 12,
-    "embedding_dropout": 0.0,
-    "decoder_dropout": 0.0,
-    "additional_dropout": 0.0,
-}
+from tests.model_helpers import SMALL_AVCA, tiny_gzsl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**train) -> TrainConfig:
-    base = {"model": "daan", "avca": SMALL, "batches_per_epoch": 2, "batch_size": 8, "device": "cpu"}
+    base = {"model": "daan", "avca": SMALL_AVCA, "batches_per_epoch": 2, "batch_size": 8, "device": "cpu"}
     base.update(train)
     daan = base.get("daan", {})
     base["daan"] = {**daan, "tcn": {"dropout": 0.0, **daan.get("tcn", {})}}  # no dropout anywhere
@@ -44,30 +31,12 @@ def tiny_config(**train) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def averaged():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=5,
-        visual_dim=7,
-        embedding_dim=6,
-    )
+    return tiny_gzsl()
 
 
 @pytest.fixture(scope="module")
 def temporal():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=5,
-        visual_dim=7,
-        embedding_dim=6,
-        temporal_steps=4,
-        seed=4,
-    )
+    return tiny_gzsl(seed=4, temporal_steps=4)
 
 
 def plain_and_fast(module: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -192,7 +161,7 @@ def test_fast_qdma_equals_qdma(tokens, subtract_on, learnable_lambda, masked):
 
 SWITCHES = [
     {"model": "avca"},
-    {"model": "avca", "avca": {**SMALL, "rec_projection_pass": True}},
+    {"model": "avca", "avca": {**SMALL_AVCA, "rec_projection_pass": True}},
     {"model": "daan"},
     {"model": "daan", "daan": {"tcn": {"mode": "off"}, "qdma": {"keys": "cross"}}},
     {"model": "daan", "daan": {"tcn": {"levels": 3}, "qdma": {"learnable_lambda": True}}},
@@ -330,9 +299,9 @@ def test_dropout_is_bernoulli_with_the_inverse_keep_scaling():
 # ---- a whole training step ------------------------------------------------------------------------------
 
 STEP_SWITCHES = [
-    {"model": "avca", "avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
+    {"model": "avca", "avca": {**SMALL_AVCA, "extra_embedding_pass": True, "rec_projection_pass": True}},
     {"model": "daan"},
-    {"model": "daan", "avca": {**SMALL, "extra_embedding_pass": True, "rec_projection_pass": True}},
+    {"model": "daan", "avca": {**SMALL_AVCA, "extra_embedding_pass": True, "rec_projection_pass": True}},
     {"model": "daan", "daan": {"csgm": {"mode": "batch", "score": "all_classes"}, "align": "infonce"}},
     {"model": "daan", "daan": {"csgm": {"combine": "mix"}, "qdma": {"keys": "cross"}}},
 ]

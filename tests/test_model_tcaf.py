@@ -17,6 +17,8 @@ from model.config import TCaFConfig, TrainConfig
 from model.data.synthetic import make_synthetic
 from model.tcaf import TCaF, audio_starts, collate, crop_starts
 from model.trainer import StageTrainer
+from tests.avca_reference import FeedForward
+from tests.model_helpers import tiny_gzsl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,26 +112,11 @@ class RefNewAttention(nn.Module):
         return self.to_out(out.permute(0, 2, 1, 3).reshape(out.shape[0], out.shape[2], -1))
 
 
-class RefFeedForward(nn.Module):
-    def __init__(self, dim, hidden, dropout):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, dim),
-            nn.Dropout(dropout),
-        )
-
-    def forward(self, x):
-        return self.net(x)
-
-
 class RefLayer(nn.Module):
     def __init__(self, dim, heads, dim_head, mlp_dim, dropout, cross, self_):
         super().__init__()
         self.attn = RefNewAttention(dim, heads, dim_head, dropout, cross, self_)
-        self.ff = RefFeedForward(dim, mlp_dim, dropout)
+        self.ff = FeedForward(dim, mlp_dim, dropout)  # the same module in both codes
         self.norm = nn.LayerNorm(dim)  # one instance, used before the attention AND the feed-forward
 
     def forward(self, x, t_audio, mask):
@@ -531,17 +518,7 @@ def test_crop_starts_cover_every_offset_and_audio_follows_the_visual_start():
 # ---- training and the protocol ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_temporal():
-    return make_synthetic(
-        n_seen=4,
-        n_val_unseen=2,
-        n_test_unseen=2,
-        videos_per_class=10,
-        audio_dim=A_DIM,
-        visual_dim=V_DIM,
-        embedding_dim=6,
-        temporal_steps=6,
-        seed=4,
-    )
+    return tiny_gzsl(seed=4, temporal_steps=6, audio_dim=A_DIM, visual_dim=V_DIM)
 
 
 def tiny_config(**train) -> TrainConfig:

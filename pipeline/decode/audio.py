@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from pipeline.decode.audio_blocks import Block, FrameBlock
-from pipeline.decode.demux import read_only
+from pipeline.decode.demux import check_file, open_media, read_only
 from pipeline.decode.resample import resample_like_resampy
 from pipeline.decode.types import AudioClip, DecodeReport, MediaError, Outcome
 
@@ -48,15 +48,8 @@ def read_audio(
     """
     check_audio_path(audio_path, sample_rate)
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(Outcome.NOT_FOUND, "file not found; check the path", path)
-    if path.stat().st_size == 0:
-        raise MediaError(Outcome.EMPTY_FILE, "file is empty (0 bytes)", path)
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as err:
-        raise MediaError(Outcome.UNDECODABLE, f"cannot open as media: {err}", path) from None
-    with container:
+    check_file(path)
+    with open_media(path) as container:
         if not container.streams.audio:
             raise MediaError(Outcome.NO_AUDIO, "no audio stream", path)
         stream = container.streams.audio[0]

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.decode.backends import FrameBackend, FrameReader, get_backend
 from pipeline.decode.backends.base import PendingFrame, PendingWrite
 from pipeline.decode.buffers import BufferPool
+from pipeline.decode.demux import check_file
 from pipeline.decode.sampling import FRAME_RULES, SamplePlan, plan_samples
 from pipeline.decode.types import DecodeReport, FrameChunk, MediaError, Outcome
 
@@ -63,7 +64,7 @@ def iter_frames(
     """
     check_args(fps, chunk_frames, start_s, end_s, frame_rule)
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if isinstance(backend, str):
         backend = get_backend(backend, threads=decoder_threads, allow_test=_allow_test_backend)
     reader = backend.open(path)
@@ -177,10 +178,3 @@ def check_args(
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"need 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}")
-
-
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise MediaError(Outcome.NOT_FOUND, "file not found; check the path", path)
-    if path.stat().st_size == 0:
-        raise MediaError(Outcome.EMPTY_FILE, "file is empty (0 bytes)", path)

@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 
-from pipeline.decode.demux import read_only
+from pipeline.decode.demux import check_file, open_media, read_only
 from pipeline.decode.frames import check_args
 from pipeline.decode.sampling import plan_samples
 from pipeline.decode.scan import scan_video
@@ -136,15 +135,8 @@ class DeviceDecode:
 
 def _frame_times(path: Path) -> tuple[np.ndarray, float]:
     """Presentation times and stream end from a packet scan (what the CPU backends plan with)."""
-    if not path.is_file():
-        raise MediaError(Outcome.NOT_FOUND, "file not found; check the path", path)
-    if path.stat().st_size == 0:
-        raise MediaError(Outcome.EMPTY_FILE, "file is empty (0 bytes)", path)
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as err:
-        raise MediaError(Outcome.UNDECODABLE, f"cannot open as media: {err}", path) from None
-    with container:
+    check_file(path)
+    with open_media(path) as container:
         if not container.streams.video:
             raise MediaError(Outcome.NO_VIDEO, "no video stream", path)
         stream = container.streams.video[0]

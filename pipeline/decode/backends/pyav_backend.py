@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from pipeline.cores import usable_cores
-from pipeline.decode.demux import read_only
+from pipeline.decode.demux import open_media, read_only
 from pipeline.decode.rgb import thread_converter
 from pipeline.decode.rgb_handover import ConversionBatch, RGBHandover
 from pipeline.decode.scan import VideoScan, scan_video
@@ -86,10 +86,7 @@ class PyAVBackend:
         self.convert_workers = convert_workers
 
     def open(self, path: Path) -> PyAVReader:
-        try:
-            container = av.open(str(path))
-        except (av.FFmpegError, OSError) as err:
-            raise MediaError(Outcome.UNDECODABLE, f"cannot open as media: {err}", path) from None
+        container = open_media(path)
         if not container.streams.video:
             container.close()
             raise MediaError(Outcome.NO_VIDEO, "no video stream", path)
